@@ -1,0 +1,70 @@
+/*
+ * guarddb's C guard: who may be inside one MySQL connection, and what a
+ * forked child must never touch.
+ *
+ * It knows threads, fork and atomics, nothing of Python or MySQL.  Each
+ * guarded connection holds one slot.  Slots live in chunks that are never
+ * freed, so the fork child handler can walk them without a lock and
+ * without allocating.
+ */
+#ifndef GUARDDB_GUARD_H
+#define GUARDDB_GUARD_H
+
+#include <stdint.h>
+
+/* Results of guard_enter() and friends. */
+#define GUARD_OK 0
+#define GUARD_FORKED 1    /* the slot was taken before a fork: this is a child */
+#define GUARD_BUSY 2      /* another thread is inside the connection */
+#define GUARD_NOT_OWNER 3 /* strict: the caller is not the owner */
+
+/* Flags of guard_enter(). */
+#define GUARD_STRICT 1 /* only the owner may enter */
+
+typedef struct guard_slot {
+    /* Thread inside a call (pthread_self(), which is threading.get_ident()), 0 for none. */
+    uintptr_t busy;
+    /* The owner thread: creator or adopter (strict), last user (exclusive). */
+    uintptr_t owner;
+    /* Nested enters of the busy thread (and held unbuffered results). */
+    uintptr_t depth;
+    /* Fork generation when the slot was taken; a mismatch means "forked". */
+    uint64_t generation;
+    /* Socket to point at /dev/null in a forked child (-1: none), and its
+       identity, so that a number reused by another file is left alone. */
+    int fd;
+    uint64_t fd_dev;
+    uint64_t fd_ino;
+    /* 1 while a connection holds the slot. */
+    int live;
+} guard_slot;
+
+/* A free slot, owned by the calling thread; NULL if out of memory. */
+guard_slot *guard_slot_new(void);
+/* Give the slot back: its connection is gone. */
+void guard_slot_free(guard_slot *slot);
+/* Record the socket to neuter in a forked child; -1 forgets it. */
+void guard_set_fd(guard_slot *slot, int fd);
+/* 1 in a forked child of the process that took the slot. */
+int guard_forked(guard_slot *slot);
+
+/* Enter the connection: GUARD_OK (nested enters of one thread count), or why not. */
+int guard_enter(guard_slot *slot, int flags);
+/* Leave it (the last of nested enters lets other threads in). */
+void guard_leave(guard_slot *slot);
+/* Move a held slot from thread `from` to the calling thread. */
+int guard_take_over(guard_slot *slot, uintptr_t from);
+/* Leave on behalf of `holder`, from any thread: an unread result was read out
+   by another thread, or dropped by the garbage collector. */
+void guard_release(guard_slot *slot, uintptr_t holder);
+/* Make the calling thread the owner; GUARD_BUSY while another thread is inside. */
+int guard_adopt(guard_slot *slot);
+
+/* The calling thread's id, as threading.get_ident() gives it. */
+uintptr_t guard_thread_id(void);
+/* The fork generation: bumped in every forked child. */
+uint64_t guard_generation(void);
+/* Slots held by connections. */
+long guard_live_slots(void);
+
+#endif

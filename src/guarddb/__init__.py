@@ -1,0 +1,155 @@
+"""guarddb: a guarded drop-in for MySQLdb (mysqlclient).
+
+``import guarddb as MySQLdb``: the same module surface, with connections and
+cursors whose every call is checked by a small C guard.  A connection used by
+the wrong thread, at the same time by two threads, or in a forked child raises
+a clean, explained exception (see :mod:`guarddb.errors`) instead of crashing,
+hanging, or mixing up results.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import MySQLdb as _MySQLdb
+from MySQLdb import (
+    BINARY,
+    DATE,
+    DATETIME,
+    FIELD_TYPE,
+    NUMBER,
+    ROWID,
+    STRING,
+    TIME,
+    TIMESTAMP,
+    Binary,
+    DatabaseError,
+    DataError,
+    Date,
+    DateFromTicks,
+    DBAPISet,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    MySQLError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    Time,
+    TimeFromTicks,
+    Timestamp,
+    TimestampFromTicks,
+    Warning,
+    apilevel,
+    constants,
+    converters,
+    debug,
+    get_client_info,
+    paramstyle,
+    string_literal,
+    times,
+    version_info,
+)
+from MySQLdb._mysql import escape, escape_string
+
+from . import connections, cursors
+from .errors import (
+    ConcurrentUseError,
+    ForkedConnectionError,
+    GuardError,
+    PendingResultError,
+    ThreadOwnershipError,
+)
+from .guard import MODES, default_mode, set_default_mode, set_defaults
+
+__version__ = "0.1.0"
+
+#: DB-API: threads may share the module, not connections (mutex mode raises it).
+threadsafety = 1
+
+
+def Connect(*args: Any, **kwargs: Any) -> connections.Connection:
+    """Open a guarded connection: mysqlclient's arguments, plus ``guard=MODE``."""
+    return connections.Connection(*args, **kwargs)
+
+
+connect = Connect
+Connection = connections.Connection
+
+
+def install_as_MySQLdb() -> None:
+    """Make ``import MySQLdb`` (and ``MySQLdb.connections`` / ``.cursors``) give guarddb.
+
+    ``MySQLdb.constants``, ``.converters``, ``.times`` and ``._exceptions``
+    stay mysqlclient's own modules.  Call it before the code that imports
+    MySQLdb (Django settings, a conftest, a sitecustomize).
+    """
+    sys.modules["MySQLdb"] = sys.modules[__name__]
+    sys.modules["MySQLdb.connections"] = connections
+    sys.modules["MySQLdb.cursors"] = cursors
+
+
+# What `import MySQLdb.X` must still find once guarddb stands in for MySQLdb.
+_exceptions = _MySQLdb._exceptions
+_mysql = _MySQLdb._mysql
+release = _MySQLdb.release
+
+__all__ = [
+    "BINARY",
+    "DATE",
+    "DATETIME",
+    "FIELD_TYPE",
+    "MODES",
+    "NUMBER",
+    "ROWID",
+    "STRING",
+    "TIME",
+    "TIMESTAMP",
+    "Binary",
+    "ConcurrentUseError",
+    "Connect",
+    "Connection",
+    "DBAPISet",
+    "DataError",
+    "DatabaseError",
+    "Date",
+    "DateFromTicks",
+    "Error",
+    "ForkedConnectionError",
+    "GuardError",
+    "IntegrityError",
+    "InterfaceError",
+    "InternalError",
+    "MySQLError",
+    "NotSupportedError",
+    "OperationalError",
+    "PendingResultError",
+    "ProgrammingError",
+    "ThreadOwnershipError",
+    "Time",
+    "TimeFromTicks",
+    "Timestamp",
+    "TimestampFromTicks",
+    "Warning",
+    "apilevel",
+    "connect",
+    "connections",
+    "constants",
+    "converters",
+    "cursors",
+    "debug",
+    "default_mode",
+    "escape",
+    "escape_string",
+    "get_client_info",
+    "install_as_MySQLdb",
+    "paramstyle",
+    "set_default_mode",
+    "set_defaults",
+    "string_literal",
+    "threadsafety",
+    "times",
+    "version_info",
+]

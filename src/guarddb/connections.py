@@ -1,0 +1,141 @@
+"""The guarded Connection: MySQLdb's Connection with every server call behind the C guard."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import MySQLdb.connections as _mysqldb_connections
+
+from . import cursors
+from .guard import ANY_USER, ConnectionGuard, caller_site, check_mode, default_mode
+
+_Base = _mysqldb_connections.Connection
+
+# Calls that talk to the server, or change what the next read of the socket
+# means.  Calls that only read the client's own state (thread_id(),
+# insert_id(), escape(), ...) need no guard.
+_SERVER_CALLS = (
+    "autocommit",
+    "begin",
+    "change_user",
+    "commit",
+    "discard_result",
+    "dump_debug_info",
+    "kill",
+    "next_result",
+    "query",
+    "read_query_result",
+    "rollback",
+    "select_db",
+    "send_query",
+    "set_server_option",
+    "set_sql_mode",
+    "show_warnings",
+    "shutdown",
+    "stat",
+    "store_result",
+    "use_result",
+)
+
+
+def _guarded(name: str) -> Callable[..., Any]:
+    unguarded = getattr(_Base, name)
+
+    def call(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        guard = self._guard
+        guard.enter(None)
+        try:
+            return unguarded(self, *args, **kwargs)
+        finally:
+            guard.leave()
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = unguarded.__doc__
+    return call
+
+
+class Connection(_Base):  # type: ignore[misc]
+    """A MySQLdb connection whose every server call goes through guarddb's guard.
+
+    Takes mysqlclient's connect arguments, plus ``guard=`` (``"exclusive"``,
+    the default, ``"strict"`` or ``"off"``; see the README).
+    """
+
+    default_cursor = cursors.Cursor
+    _guard: ConnectionGuard
+
+    def __init__(self, *args: Any, guard: str | None = None, **kwargs: Any) -> None:
+        mode = check_mode(default_mode() if guard is None else guard)
+        self._guard = ConnectionGuard(mode, caller_site())
+        super().__init__(*args, **kwargs)
+        self._guard.watch_socket(self.fileno())
+        self._guard.label = f"MySQL connection {self.thread_id()} ({self.get_host_info()})"
+        self.cursorclass = cursors.guarded_class(self.cursorclass)
+
+    def __del__(self) -> None:
+        guard = self.__dict__.get("_guard")
+        if guard is not None and guard.slot is not None:
+            # Before the connection's socket closes (its number will be reused).
+            guard.forget_socket()
+            guard.free()
+
+    @property
+    def guard_mode(self) -> str:
+        """The guard mode this connection was opened with."""
+        return self._guard.mode
+
+    def adopt(self) -> None:
+        """Make the calling thread this connection's owner (strict mode).
+
+        Pools call it when they hand a connection to a thread.  Refused while
+        another thread is inside a call on it or holds its unread unbuffered
+        result.
+        """
+        self._guard.adopt()
+
+    def cursor(self, cursorclass: type | None = None) -> Any:
+        """Create a cursor; any MySQLdb cursor class given is guarded too."""
+        return cursors.guarded_class(cursorclass or self.cursorclass)(self)
+
+    def set_character_set(self, charset: str, collation: str | None = None) -> None:
+        guard = self._guard
+        guard.enter(None)
+        try:
+            super().set_character_set(charset, collation)
+        finally:
+            guard.leave()
+
+    def ping(self, *args: Any) -> Any:
+        guard = self._guard
+        guard.enter(None)
+        try:
+            alive = super().ping(*args)
+            if args and args[0]:
+                # ping(True) may have reconnected: a new socket to watch.
+                guard.watch_socket(self.fileno())
+            return alive
+        finally:
+            guard.leave()
+
+    def close(self) -> None:
+        """Close the connection; in a forked child, without touching the parent's session."""
+        guard = self._guard
+        if guard.forked():
+            # The socket was pointed at /dev/null at fork: COM_QUIT goes nowhere.
+            guard.forget_socket()
+            super().close()
+            return
+        guard.enter(ANY_USER)
+        try:
+            guard.forget_socket()
+            super().close()
+        finally:
+            if guard.pending is not None:
+                guard.unpin_result()
+            guard.leave()
+
+
+for _name in _SERVER_CALLS:
+    if hasattr(_Base, _name):  # some calls exist in one mysqlclient version only
+        setattr(Connection, _name, _guarded(_name))
+del _name

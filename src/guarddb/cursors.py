@@ -1,0 +1,294 @@
+"""Guarded cursors: MySQLdb's cursor classes with the guard in front.
+
+Statements (execute, executemany, callproc, nextset) enter the connection's
+guard.  A buffered fetch reads rows already in Python: it compares the thread
+and fork epoch the cursor recorded at execute with the current ones, without
+calling into C and without an extra Python frame, and takes the slow path
+(:meth:`GuardedCursorMixIn._guard_fetch_slow`) only when they differ.
+
+Any subclass of a MySQLdb cursor class given to ``conn.cursor(cls)`` or
+``cursorclass=`` is guarded by :func:`guarded_class`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import MySQLdb.cursors as _mc
+from MySQLdb import ProgrammingError
+
+from . import guard as _guard
+from .errors import GuardError, ThreadOwnershipError
+
+get_ident = _guard.get_ident
+
+# Re-exported as they are: they hold no state of their own.
+CursorStoreResultMixIn = _mc.CursorStoreResultMixIn
+CursorUseResultMixIn = _mc.CursorUseResultMixIn
+CursorTupleRowsMixIn = _mc.CursorTupleRowsMixIn
+CursorDictRowsMixIn = _mc.CursorDictRowsMixIn
+BaseCursor = _mc.BaseCursor
+RE_INSERT_VALUES = _mc.RE_INSERT_VALUES
+
+
+class GuardedCursorMixIn:
+    """Guards the statements of any MySQLdb cursor; put it first in the bases."""
+
+    #: Thread and fork epoch of the last execute: a fetch compares against them.
+    _guard_tid = 0
+    _guard_epoch = -1
+
+    def _statement(self, method: Any, *args: Any) -> Any:
+        """Run a statement method of mysqlclient's inside the connection's guard."""
+        guard = self._get_db()._guard  # type: ignore[attr-defined]
+        guard.enter(self)
+        try:
+            return method(*args)
+        finally:
+            self._after_statement(guard)
+            guard.leave()
+
+    def _after_statement(self, guard: Any) -> None:
+        """Still inside the guard: record what a fetch checks against."""
+        self._guard_tid = get_ident()
+        self._guard_epoch = _guard.epoch
+
+    def execute(self, query: Any, args: Any = None) -> Any:
+        return self._statement(super().execute, query, args)  # type: ignore[misc]
+
+    def executemany(self, query: Any, args: Any) -> Any:
+        return self._statement(super().executemany, query, args)  # type: ignore[misc]
+
+    def callproc(self, procname: Any, args: Any = ()) -> Any:
+        return self._statement(super().callproc, procname, args)  # type: ignore[misc]
+
+    def nextset(self) -> int | None:
+        return self._statement(super().nextset)  # type: ignore[misc,no-any-return]
+
+    def close(self) -> None:
+        """Close the cursor.
+
+        When the connection cannot be entered (a forked child, another thread
+        inside it, another cursor's unread rows) and this cursor holds nothing
+        on the server, it is closed on the client side only.  In strict mode a
+        thread that does not own the connection gets ThreadOwnershipError.
+        """
+        db = self.connection  # type: ignore[attr-defined]
+        if db is None:
+            return
+        guard = db._guard
+        try:
+            guard.enter(self)
+        except ThreadOwnershipError:
+            raise
+        except GuardError:
+            if guard.pending is not None and guard.pending() is self and not guard.forked():
+                raise  # another thread reads this very cursor's rows
+            self._close_locally()
+            return
+        try:
+            super().close()  # type: ignore[misc]
+        finally:
+            guard.leave()
+
+    def _close_locally(self) -> None:
+        self.description = self.description_flags = None
+        self._rows = self.rownumber = None
+        self._result = None
+        self.connection = None
+
+    def _guard_fetch_slow(self) -> None:
+        """A fetch from another thread or another process than the last execute's."""
+        db = self.connection  # type: ignore[attr-defined]
+        if db is None or not self._executed:  # type: ignore[attr-defined]
+            return  # mysqlclient's own error follows
+        guard = db._guard
+        me = get_ident()
+        if guard.mode != "off":
+            if self._guard_epoch != _guard.epoch:
+                raise guard.refusal(_guard.lib.GUARD_FORKED)
+            if guard.flags and guard.owner() != me:
+                raise guard.refusal(_guard.lib.GUARD_NOT_OWNER)
+            if guard.pending is not None and guard.pending() is self:
+                guard.take_over_result()  # exclusive: ownership moves
+        self._guard_tid = me
+
+
+class GuardedStoreResultMixIn(GuardedCursorMixIn):
+    """Buffered fetches re-implemented with mysqlclient's exact behaviour, plus the guard check.
+
+    They run once per row, so the check is inlined: one get_ident() and two
+    compares, no C call, no extra frame.
+    """
+
+    def fetchone(self) -> Any:
+        """Fetches a single row from the cursor. None indicates that
+        no more rows are available."""
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
+        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+            self._guard_fetch_slow()
+        if self.rownumber >= len(self._rows):  # type: ignore[attr-defined]
+            return None
+        result = self._rows[self.rownumber]  # type: ignore[attr-defined]
+        self.rownumber = self.rownumber + 1  # type: ignore[attr-defined]
+        return result
+
+    def __next__(self) -> Any:
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
+        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+            self._guard_fetch_slow()
+        if self.rownumber >= len(self._rows):  # type: ignore[attr-defined]
+            raise StopIteration
+        result = self._rows[self.rownumber]  # type: ignore[attr-defined]
+        self.rownumber = self.rownumber + 1  # type: ignore[attr-defined]
+        return result
+
+    def __iter__(self) -> Any:
+        if self._executed and (  # type: ignore[attr-defined]
+            self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch
+        ):
+            self._guard_fetch_slow()
+        return super().__iter__()  # type: ignore[misc]
+
+    def fetchmany(self, size: int | None = None) -> Any:
+        """Fetch up to size rows from the cursor. Result set may be smaller
+        than size. If size is not defined, cursor.arraysize is used."""
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
+        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+            self._guard_fetch_slow()
+        end = self.rownumber + (size or self.arraysize)  # type: ignore[attr-defined]
+        result = self._rows[self.rownumber : end]  # type: ignore[attr-defined]
+        self.rownumber = min(end, len(self._rows))  # type: ignore[attr-defined]
+        return result
+
+    def fetchall(self) -> Any:
+        """Fetches all available rows from the cursor."""
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
+        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+            self._guard_fetch_slow()
+        if self.rownumber:  # type: ignore[attr-defined]
+            result = self._rows[self.rownumber :]  # type: ignore[attr-defined]
+        else:
+            result = self._rows  # type: ignore[attr-defined]
+        self.rownumber = len(self._rows)  # type: ignore[attr-defined]
+        return result
+
+    def scroll(self, value: int, mode: str = "relative") -> None:
+        if self._executed and (  # type: ignore[attr-defined]
+            self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch
+        ):
+            self._guard_fetch_slow()
+        return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
+
+
+class GuardedUseResultMixIn(GuardedCursorMixIn):
+    """Unbuffered results hold the connection until read out or closed.
+
+    The execute that produced the result leaves the guard held by its thread
+    (``pin_result``); the fetch that sees the end of the rows, or the discard
+    at the next execute or close, lets go (``unpin_result``).
+    """
+
+    def _after_statement(self, guard: Any) -> None:
+        super()._after_statement(guard)
+        if self._result is not None and guard.pending is None and guard.mode != "off":  # type: ignore[attr-defined]
+            guard.pin_result(self, self._result)  # type: ignore[attr-defined]
+
+    def _discard(self) -> None:
+        try:
+            super()._discard()  # type: ignore[misc]
+        finally:
+            self._unpin()
+
+    def _fetch_row(self, size: int = 1) -> Any:
+        result = self._result  # type: ignore[attr-defined]
+        if not result:
+            return ()
+        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+            self._guard_fetch_slow()
+        try:
+            rows = result.fetch_row(size, self._fetch_type)  # type: ignore[attr-defined]
+        except _mc.MySQLError:
+            self._unpin()  # the result is broken: nothing more will come of it
+            raise
+        if size == 0 or len(rows) < size:
+            self._unpin()  # read out: the connection is free again
+        return rows
+
+    def _unpin(self) -> None:
+        db = self.connection  # type: ignore[attr-defined]
+        if db is not None:
+            guard = db._guard
+            if guard.pending is not None and guard.pending() is self:
+                guard.unpin_result()
+
+
+class Cursor(GuardedStoreResultMixIn, _mc.Cursor):
+    """The standard cursor: rows as tuples, the result stored in the client."""
+
+
+class DictCursor(GuardedStoreResultMixIn, _mc.DictCursor):
+    """Rows as dictionaries, the result stored in the client."""
+
+
+class SSCursor(GuardedUseResultMixIn, _mc.SSCursor):
+    """Rows as tuples, the result read from the server row by row (unbuffered)."""
+
+
+class SSDictCursor(GuardedUseResultMixIn, _mc.SSDictCursor):
+    """Rows as dictionaries, the result read from the server row by row (unbuffered)."""
+
+
+_FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__iter__", "__next__")
+
+
+def _checked(method: Any) -> Any:
+    """Wrap a user's own fetch method with the guard's check (the slow, general way)."""
+
+    @functools.wraps(method)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+            self._guard_fetch_slow()
+        return method(self, *args, **kwargs)
+
+    return checked
+
+
+@functools.cache
+def guarded_class(cls: type) -> type:
+    """The guarded version of a cursor class (itself if it is guarded already).
+
+    The guard goes first in the bases.  A buffered class gets the fast fetches,
+    except where the class defines a fetch method of its own: that one is kept
+    and checked before it runs.
+    """
+    if issubclass(cls, GuardedCursorMixIn):
+        return cls
+    if not issubclass(cls, _mc.BaseCursor):
+        raise TypeError(f"{cls!r} is not a MySQLdb cursor class")
+    if issubclass(cls, _mc.CursorUseResultMixIn):
+        mixin: type = GuardedUseResultMixIn
+        plain: type = _mc.CursorUseResultMixIn
+    elif issubclass(cls, _mc.CursorStoreResultMixIn):
+        mixin, plain = GuardedStoreResultMixIn, _mc.CursorStoreResultMixIn
+    else:
+        mixin, plain = GuardedCursorMixIn, _mc.BaseCursor
+    own = {
+        name: _checked(getattr(cls, name))
+        for name in _FETCH_METHODS
+        if hasattr(cls, name) and getattr(cls, name) is not _plain_method(plain, name)
+    }
+    return type(cls.__name__, (mixin, cls), {"__module__": cls.__module__, **own})
+
+
+def _plain_method(plain: type, name: str) -> Any:
+    """mysqlclient's own implementation of ``name`` for that kind of cursor."""
+    for klass in (plain, _mc.BaseCursor):
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None

@@ -1,0 +1,56 @@
+"""guarddb's exceptions.
+
+Every one derives from :class:`GuardError` and from the MySQLdb class a
+framework already handles: the thread errors from ``ProgrammingError`` (a bug
+in the caller, never a disconnect code), :class:`ForkedConnectionError` from
+``OperationalError`` with ``args[0] == 2006`` (CR_SERVER_GONE_ERROR), so that
+SQLAlchemy's and Django's disconnect handling throw the connection away and
+make a new one.
+
+The exceptions keep their message in ``args`` so that they pickle (Celery and
+multiprocessing ship them between processes).
+"""
+
+from __future__ import annotations
+
+from MySQLdb import OperationalError, ProgrammingError
+
+#: CR_SERVER_GONE_ERROR: what libmysqlclient says of a connection that is gone.
+CR_SERVER_GONE_ERROR = 2006
+
+#: guarddb's code for a thread-sharing error: outside the client (2000-2999)
+#: and server ranges, so no framework reads it as a disconnect.
+GUARD_ERRNO = 0
+
+
+class GuardError(Exception):
+    """Base of every error guarddb raises in place of a crash, a hang or mixed-up rows."""
+
+
+class ThreadOwnershipError(GuardError, ProgrammingError):
+    """strict mode: a thread other than the owner used the connection or one of its cursors.
+
+    The owner is the thread that opened the connection, or the last one that
+    called ``conn.adopt()``.
+    """
+
+
+class ConcurrentUseError(GuardError, ProgrammingError):
+    """A thread called into a connection while another thread was inside a call on it."""
+
+
+class PendingResultError(GuardError, ProgrammingError):
+    """A statement was sent while an unbuffered (SSCursor) result was still unread.
+
+    libmysqlclient would answer "(2014) Commands out of sync"; read the rows
+    out or close that cursor first.
+    """
+
+
+class ForkedConnectionError(GuardError, OperationalError):
+    """A forked child used a connection inherited from its parent.
+
+    ``args[0] == 2006`` so that connection pools treat it as a disconnect and
+    open a fresh connection in the child.  The inherited socket was pointed at
+    /dev/null at fork, so nothing the child does reaches the parent's session.
+    """

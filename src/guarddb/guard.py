@@ -1,0 +1,337 @@
+"""The Python face of the C guard: modes, process defaults, and what an error says.
+
+The C side (``guarddb._guard``) knows only threads, fork and atomics.  This
+module decides what a refusal means in each mode and writes the message:
+what happened, who owns the connection, where it was opened, what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Callable
+
+from ._guard import ffi, lib
+from .errors import (
+    CR_SERVER_GONE_ERROR,
+    ConcurrentUseError,
+    ForkedConnectionError,
+    GuardError,
+    PendingResultError,
+    ThreadOwnershipError,
+)
+
+if TYPE_CHECKING:
+    from MySQLdb.cursors import BaseCursor
+
+#: The modes a connection can be guarded with; see the README.
+MODES = ("exclusive", "strict", "off")
+
+#: Environment variables read once, at import.
+ENV_MODE = "GUARDDB_MODE"
+
+_defaults: dict[str, Any] = {"guard": "exclusive"}
+
+get_ident = threading.get_ident
+
+#: Bumped in every child made by os.fork(): a cursor remembers the epoch it
+#: executed in, so a buffered fetch can spot a fork without calling into C.
+epoch = 0
+
+
+def _after_fork_in_child() -> None:
+    global epoch
+    epoch += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def check_mode(mode: object, source: str = "guard") -> str:
+    """Return ``mode`` if it names a guard mode, else raise ValueError listing the valid ones."""
+    if mode in MODES:
+        return mode  # type: ignore[return-value]
+    valid = ", ".join(repr(m) for m in MODES)
+    raise ValueError(f"{source}={mode!r} is not a guarddb mode; use one of {valid}")
+
+
+def set_defaults(**guard_keywords: Any) -> None:
+    """Set process-wide defaults for guarddb's connect keywords (``guard=``, ...).
+
+    An explicit keyword given to ``connect()`` always wins over these.
+    """
+    unknown = sorted(set(guard_keywords) - set(_defaults))
+    if unknown:
+        raise TypeError(
+            f"set_defaults() got unknown keyword(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_defaults))}"
+        )
+    if "guard" in guard_keywords:
+        check_mode(guard_keywords["guard"])
+    _defaults.update(guard_keywords)
+
+
+def set_default_mode(mode: str) -> None:
+    """Set the guard mode of connections opened from now on without ``guard=``."""
+    set_defaults(guard=mode)
+
+
+def default_mode() -> str:
+    """The mode a connection gets without ``guard=``."""
+    return _defaults["guard"]  # type: ignore[no-any-return]
+
+
+def _read_environment() -> None:
+    mode = os.environ.get(ENV_MODE)
+    if mode:
+        set_defaults(guard=check_mode(mode.strip(), ENV_MODE))
+
+
+_read_environment()
+
+# Frames in these files are guarddb's or mysqlclient's own: the "site" of a
+# connect or an execute is the first frame outside them.
+_OWN_DIRS = (os.path.dirname(__file__) + os.sep,)
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import MySQLdb
+
+    return (*_OWN_DIRS, os.path.dirname(MySQLdb.__file__) + os.sep)
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def caller_site() -> str:
+    """``file:line`` of the nearest caller outside guarddb and MySQLdb (cheap: no traceback)."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def describe_thread(ident: int) -> str:
+    """``thread 'Name' (id N)``, or say that the thread no longer runs."""
+    thread = threading._active.get(ident)  # type: ignore[attr-defined]
+    if thread is None:
+        for candidate in threading.enumerate():
+            if candidate.ident == ident:
+                thread = candidate
+                break
+    if thread is None:
+        return f"thread id {ident} (no longer running)"
+    return f"thread {thread.name!r} (id {ident})"
+
+
+def _operation() -> str:
+    """Name of the public method that asked to enter (for messages only)."""
+    frame: Any = sys._getframe(2)
+    while frame is not None and frame.f_code.co_name.startswith("_"):
+        frame = frame.f_back
+    return f"{frame.f_code.co_name}()" if frame is not None else "a call"
+
+
+_enter = lib.guard_enter
+_leave = lib.guard_leave
+
+#: Passed to enter() by calls that may run while an unbuffered result is
+#: unread (closing the connection).
+ANY_USER = object()
+
+
+class ConnectionGuard:
+    """One connection's guard: its C slot, its mode, and what its messages need.
+
+    ``enter()``/``leave()`` bracket every call that reaches libmysqlclient.  An
+    unbuffered result keeps the slot held by the thread that executed it until
+    the rows are read out or the cursor is closed (``pin_result`` /
+    ``unpin_result``), so any other statement is refused before it can reach
+    the server and get "Commands out of sync".
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "enter",
+        "flags",
+        "label",
+        "leave",
+        "mode",
+        "pending",
+        "pending_holder",
+        "pending_result",
+        "pending_site",
+        "pid",
+        "site",
+        "slot",
+    )
+
+    def __init__(self, mode: str, site: str) -> None:
+        slot = lib.guard_slot_new()
+        if slot == ffi.NULL:
+            raise MemoryError("guarddb: no memory for a guard slot")
+        self.slot = slot
+        self.mode = mode
+        self.site = site
+        self.pid = os.getpid()
+        self.label = "a MySQL connection"
+        self.flags = lib.GUARD_STRICT if mode == "strict" else 0
+        self.pending: weakref.ref[BaseCursor] | None = None
+        self.pending_result: Any = None
+        self.pending_holder = 0
+        self.pending_site = ""
+        if mode == "off":
+            self.enter: Callable[[Any], None] = _unguarded
+            self.leave: Callable[[], None] = _unguarded_leave
+        else:
+            self.enter = self._enter
+            self.leave = self._leave
+
+    # -- the calls -------------------------------------------------------------------------
+
+    def _enter(self, user: Any = None) -> None:
+        rc = _enter(self.slot, self.flags)
+        if rc:
+            raise self.refusal(rc)
+        if self.pending is not None and user is not ANY_USER and self.pending() is not user:
+            _leave(self.slot)
+            raise self._pending_error()
+
+    def _leave(self) -> None:
+        _leave(self.slot)
+
+    def free(self) -> None:
+        """Give the C slot back; the connection object is going away."""
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            lib.guard_slot_free(slot)
+
+    def watch_socket(self, fd: int) -> None:
+        """Record the socket that a forked child must never write to."""
+        lib.guard_set_fd(self.slot, fd)
+
+    def forget_socket(self) -> None:
+        """Forget the socket before it closes: its number will be reused."""
+        lib.guard_set_fd(self.slot, -1)
+
+    def forked(self) -> bool:
+        """True in a forked child of the process that opened the connection."""
+        return bool(lib.guard_forked(self.slot))
+
+    def owner(self) -> int:
+        """Thread id of the owner (strict: creator or adopter; otherwise the last user)."""
+        return int(self.slot.owner)
+
+    def adopt(self) -> None:
+        """Make the calling thread the owner; refused while another thread is inside."""
+        if self.pending is not None and self.pending_holder != get_ident():
+            raise self._pending_error(adopting=True)
+        rc = lib.guard_adopt(self.slot)
+        if rc:
+            raise self.refusal(rc, adopting=True)
+
+    # -- unbuffered results ----------------------------------------------------------------
+
+    def pin_result(self, cursor: BaseCursor, result: Any) -> None:
+        """Hold the slot (one more enter) while ``cursor``'s unbuffered rows are unread.
+
+        Called inside the execute that produced ``result``, so the nested enter
+        cannot fail.
+        """
+        _enter(self.slot, 0)
+        self.pending = weakref.ref(cursor, self._cursor_dropped)
+        self.pending_result = result
+        self.pending_holder = get_ident()
+        self.pending_site = caller_site()
+
+    def unpin_result(self) -> None:
+        """The unbuffered rows were read out or discarded: let other statements in."""
+        holder = self.pending_holder
+        self.pending = self.pending_result = None
+        self.pending_holder = 0
+        if self.slot is not None:
+            lib.guard_release(self.slot, holder)
+
+    def take_over_result(self) -> None:
+        """The calling thread goes on reading an unbuffered result another thread executed."""
+        rc = lib.guard_take_over(self.slot, self.pending_holder)
+        if rc:
+            raise self.refusal(rc)
+        self.pending_holder = get_ident()
+
+    def _cursor_dropped(self, _ref: object) -> None:
+        # The cursor went away with rows unread: mysqlclient drains them when
+        # the result is freed.  Drain here, while the slot is still held, so
+        # that no other statement can run into the drain.
+        result, self.pending_result = self.pending_result, None
+        try:
+            if result is not None and self.slot is not None and not self.forked():
+                result.discard()
+        except Exception:
+            pass
+        finally:
+            del result
+            self.unpin_result()
+
+    # -- messages --------------------------------------------------------------------------
+
+    def _opened(self) -> str:
+        return f"{self.label} opened at {self.site}"
+
+    def refusal(self, rc: int, adopting: bool = False) -> GuardError:
+        """The exception for a C refusal code, with a message that says what to do."""
+        me = describe_thread(get_ident())
+        what = "adopt()" if adopting else _operation()
+        if rc == lib.GUARD_FORKED:
+            return ForkedConnectionError(
+                CR_SERVER_GONE_ERROR,
+                f"guarddb: process {os.getpid()} called {what} on {self._opened()} by process "
+                f"{self.pid}, inherited across fork(). A forked child must open its own "
+                f"connection: its parent's socket was pointed at /dev/null at fork, so closing "
+                f"or dropping the inherited one is harmless (pools replace it on this error).",
+            )
+        if self.pending is not None:
+            return self._pending_error(adopting)
+        if rc == lib.GUARD_BUSY:
+            holder = describe_thread(int(self.slot.busy))
+            return ConcurrentUseError(
+                f"guarddb ({self.mode}): {me} called {what} on {self._opened()} while {holder} "
+                f"was inside a call on it. A connection serves one thread at a time: give "
+                f"each thread its own connection (or a pool), or pass guard='mutex' to "
+                f"make threads wait their turn."
+            )
+        owner = describe_thread(self.owner())
+        return ThreadOwnershipError(
+            f"guarddb (strict): {me} called {what} on {self._opened()}, which belongs to "
+            f"{owner}. In strict mode a connection and its cursors are used by their owner "
+            f"thread only: open one connection per thread, or hand it over by calling "
+            f"conn.adopt() in the new owner (pools do this on checkout)."
+        )
+
+    def _pending_error(self, adopting: bool = False) -> PendingResultError:
+        cursor = self.pending() if self.pending is not None else None
+        holder = describe_thread(self.pending_holder)
+        what = "adopt()" if adopting else _operation()
+        return PendingResultError(
+            f"guarddb: {describe_thread(get_ident())} called {what} on {self._opened()} while "
+            f"{type(cursor).__name__} {id(cursor):#x}, executed by {holder} at "
+            f"{self.pending_site}, still has unread rows (libmysqlclient would answer "
+            f"'Commands out of sync'). Read its rows out or close that cursor first."
+        )
+
+
+def _unguarded(user: Any = None) -> None:
+    """enter() of a connection in mode 'off'."""
+
+
+def _unguarded_leave() -> None:
+    """leave() of a connection in mode 'off'."""
+
+
+def live_slots() -> int:
+    """C guard slots held by connections in this process (a leak check)."""
+    return int(lib.guard_live_slots())
