@@ -41,7 +41,6 @@ void guard_set_fd(guard_slot *slot, int fd);
 int guard_forked(guard_slot *slot);
 int guard_enter(guard_slot *slot, int flags);
 void guard_leave(guard_slot *slot);
-int guard_take_over(guard_slot *slot, uintptr_t from);
 void guard_release(guard_slot *slot, uintptr_t holder);
 int guard_adopt(guard_slot *slot);
 uintptr_t guard_thread_id(void);

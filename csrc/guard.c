@@ -171,20 +171,6 @@ int guard_enter(guard_slot *slot, int flags)
     return GUARD_BUSY;
 }
 
-int guard_take_over(guard_slot *slot, uintptr_t from)
-{
-    uintptr_t me = self_id();
-    uintptr_t expected = from;
-
-    if (LOAD(&slot->generation) != LOAD(&generation))
-        return GUARD_FORKED;
-    if (from == me || CAS(&slot->busy, &expected, me)) {
-        STORE(&slot->owner, me);
-        return GUARD_OK;
-    }
-    return GUARD_BUSY;
-}
-
 void guard_release(guard_slot *slot, uintptr_t holder)
 {
     if (holder == 0 || LOAD(&slot->busy) != holder)

@@ -52,10 +52,8 @@ int guard_forked(guard_slot *slot);
 int guard_enter(guard_slot *slot, int flags);
 /* Leave it (the last of nested enters lets other threads in). */
 void guard_leave(guard_slot *slot);
-/* Move a held slot from thread `from` to the calling thread. */
-int guard_take_over(guard_slot *slot, uintptr_t from);
-/* Leave on behalf of `holder`, from any thread: an unread result was read out
-   by another thread, or dropped by the garbage collector. */
+/* Leave on behalf of `holder`, from any thread (an unread result dropped by the
+   garbage collector in another thread). */
 void guard_release(guard_slot *slot, uintptr_t holder);
 /* Make the calling thread the owner; GUARD_BUSY while another thread is inside. */
 int guard_adopt(guard_slot *slot);

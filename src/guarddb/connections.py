@@ -41,7 +41,7 @@ _SERVER_CALLS = (
 def _guarded(name: str) -> Callable[..., Any]:
     unguarded = getattr(_Base, name)
 
-    def call(self: Connection, *args: Any, **kwargs: Any) -> Any:
+    def _guarded_call(self: Connection, *args: Any, **kwargs: Any) -> Any:
         guard = self._guard
         guard.enter(None)
         try:
@@ -49,9 +49,9 @@ def _guarded(name: str) -> Callable[..., Any]:
         finally:
             guard.leave()
 
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = unguarded.__doc__
-    return call
+    _guarded_call.__name__ = _guarded_call.__qualname__ = name
+    _guarded_call.__doc__ = unguarded.__doc__
+    return _guarded_call
 
 
 class Connection(_Base):  # type: ignore[misc]

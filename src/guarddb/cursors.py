@@ -99,20 +99,21 @@ class GuardedCursorMixIn:
         self.connection = None
 
     def _guard_fetch_slow(self) -> None:
-        """A fetch from another thread or another process than the last execute's."""
+        """A fetch in another thread or process than the execute that made the rows.
+
+        A statement's rows belong to the thread that executed it: another
+        thread's fetch overlaps that statement (and would read rows that are
+        not its own), so it is refused like any overlapping use.
+        """
         db = self.connection  # type: ignore[attr-defined]
         if db is None or not self._executed:  # type: ignore[attr-defined]
             return  # mysqlclient's own error follows
         guard = db._guard
-        me = get_ident()
         if guard.mode != "off":
             if self._guard_epoch != _guard.epoch:
                 raise guard.refusal(_guard.lib.GUARD_FORKED)
-            if guard.flags and guard.owner() != me:
-                raise guard.refusal(_guard.lib.GUARD_NOT_OWNER)
-            if guard.pending is not None and guard.pending() is self:
-                guard.take_over_result()  # exclusive: ownership moves
-        self._guard_tid = me
+            raise guard.foreign_rows(self._guard_tid)
+        self._guard_tid = get_ident()
 
 
 class GuardedStoreResultMixIn(GuardedCursorMixIn):
@@ -200,10 +201,16 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
             guard.pin_result(self, self._result)  # type: ignore[attr-defined]
 
     def _discard(self) -> None:
-        try:
-            super()._discard()  # type: ignore[misc]
-        finally:
-            self._unpin()
+        # Drain this cursor's unread rows and let go of the connection before
+        # mysqlclient goes on to ask the connection for further results.
+        result = self._result  # type: ignore[has-type]
+        if result:
+            self._result = None
+            try:
+                result.discard()
+            finally:
+                self._unpin()
+        super()._discard()  # type: ignore[misc]
 
     def _fetch_row(self, size: int = 1) -> Any:
         result = self._result  # type: ignore[attr-defined]

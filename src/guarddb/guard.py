@@ -256,13 +256,6 @@ class ConnectionGuard:
         if self.slot is not None:
             lib.guard_release(self.slot, holder)
 
-    def take_over_result(self) -> None:
-        """The calling thread goes on reading an unbuffered result another thread executed."""
-        rc = lib.guard_take_over(self.slot, self.pending_holder)
-        if rc:
-            raise self.refusal(rc)
-        self.pending_holder = get_ident()
-
     def _cursor_dropped(self, _ref: object) -> None:
         # The cursor went away with rows unread: mysqlclient drains them when
         # the result is freed.  Drain here, while the slot is still held, so
@@ -310,6 +303,25 @@ class ConnectionGuard:
             f"{owner}. In strict mode a connection and its cursors are used by their owner "
             f"thread only: open one connection per thread, or hand it over by calling "
             f"conn.adopt() in the new owner (pools do this on checkout)."
+        )
+
+    def foreign_rows(self, executor: int) -> GuardError:
+        """The error for a fetch of rows that another thread's execute produced."""
+        me = describe_thread(get_ident())
+        what = _operation()
+        if self.flags & lib.GUARD_STRICT:
+            return ThreadOwnershipError(
+                f"guarddb (strict): {me} called {what} on a cursor of {self._opened()}, "
+                f"whose rows come from a statement executed by {describe_thread(executor)}. "
+                f"In strict mode a connection and its cursors are used by one thread: give "
+                f"each thread its own connection and cursors."
+            )
+        return ConcurrentUseError(
+            f"guarddb ({self.mode}): {me} called {what} on a cursor of {self._opened()}, "
+            f"whose rows come from a statement executed by {describe_thread(executor)}: "
+            f"that thread's rows, not this one's. A cursor's result belongs to the thread "
+            f"that executed it: give each thread its own cursor and connection, or pass "
+            f"guard='mutex' to keep each thread's result its own."
         )
 
     def _pending_error(self, adopting: bool = False) -> PendingResultError:

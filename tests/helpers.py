@@ -1,0 +1,127 @@
+"""Helpers for tests: threads that sit inside a call, threads and forks that report back."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition that no event can signal (another thread inside a C call)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.001)
+
+
+class Blocked:
+    """A thread that sits inside a call on ``conn`` until released.
+
+    It runs ``SELECT GET_LOCK(name, 60)`` while another session holds that
+    lock, so the guard really sees a call in progress; ``release()`` lets it
+    finish.
+    """
+
+    def __init__(self, conn, holder_conn, name: str = "guarddb-test") -> None:
+        self.conn = conn
+        self.name = name
+        self.holder = holder_conn.cursor()
+        self.holder.execute("SELECT GET_LOCK(%s, 10)", (name,))
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="BlockedCaller")
+        self.thread.start()
+        wait_until(lambda: int(conn._guard.slot.busy) == self.thread.ident)
+
+    def _run(self) -> None:
+        try:
+            cursor = self.conn.cursor()
+            cursor.execute("SELECT GET_LOCK(%s, 60)", (self.name,))
+            cursor.fetchall()
+            cursor.execute("SELECT RELEASE_LOCK(%s)", (self.name,))
+            cursor.close()
+        except BaseException as exc:
+            self.error = exc
+
+    def release(self) -> None:
+        self.holder.execute("SELECT RELEASE_LOCK(%s)", (self.name,))
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def in_thread(fn: Callable[[], Any], name: str = "Other") -> Any:
+    """Run ``fn`` in a new thread; return its result or re-raise its exception here."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "thread hung"
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+def in_forked_child(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Run ``fn`` in an os.fork() child; return what it returned (JSON), or raise on death/hang.
+
+    The child never returns into pytest: it reports through a pipe and
+    leaves with os._exit.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        try:
+            report = {"result": fn()}
+        except BaseException as exc:
+            report = {"error": type(exc).__name__, "args": [repr(a) for a in exc.args]}
+        try:
+            os.write(write_end, json.dumps(report, default=repr).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([read_end], [], [], max(remaining, 0))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"forked child hung for {timeout}s")
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        raise AssertionError(f"forked child died of signal {os.WTERMSIG(status)}")
+    report = json.loads(b"".join(chunks) or b"{}")
+    if "error" in report:
+        raise ChildError(report["error"], report["args"])
+    return report.get("result")
+
+
+class ChildError(Exception):
+    """An exception raised in a forked child: its class name and args (as repr)."""
+
+    def __init__(self, name: str, args: list[str]) -> None:
+        super().__init__(name, args)
+        self.name = name
+        self.child_args = args
