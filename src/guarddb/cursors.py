@@ -41,7 +41,10 @@ class GuardedCursorMixIn:
 
     def _statement(self, method: Any, *args: Any) -> Any:
         """Run a statement method of mysqlclient's inside the connection's guard."""
-        guard = self._get_db()._guard  # type: ignore[attr-defined]
+        db = self.connection  # type: ignore[attr-defined]
+        if db is None:
+            return method(*args)  # a closed cursor: mysqlclient raises its own error
+        guard = db._guard
         guard.enter(self)
         try:
             return method(*args)
