@@ -9,6 +9,7 @@ hanging, or mixing up results.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -91,10 +92,33 @@ def install_as_MySQLdb() -> None:
     sys.modules["MySQLdb.cursors"] = cursors
 
 
-# What `import MySQLdb.X` must still find once guarddb stands in for MySQLdb.
+# Submodules stay mysqlclient's own, under guarddb's name too: frameworks do
+# `__import__(dbapi.__name__ + ".constants.CLIENT")` (SQLAlchemy's mysqldb dialect).
+_SHARED_SUBMODULES = (
+    "_exceptions",
+    "_mysql",
+    "constants",
+    "constants.CLIENT",
+    "constants.CR",
+    "constants.ER",
+    "constants.FIELD_TYPE",
+    "constants.FLAG",
+    "converters",
+    "release",
+    "times",
+)
+for _sub in _SHARED_SUBMODULES:
+    sys.modules.setdefault(f"{__name__}.{_sub}", importlib.import_module(f"MySQLdb.{_sub}"))
+del _sub
 _exceptions = _MySQLdb._exceptions
 _mysql = _MySQLdb._mysql
 release = _MySQLdb.release
+
+
+def __getattr__(name: str) -> Any:
+    # Anything else MySQLdb has (present or future) is found here too.
+    return getattr(_MySQLdb, name)
+
 
 __all__ = [
     "BINARY",

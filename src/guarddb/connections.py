@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import MySQLdb.connections as _mysqldb_connections
+from MySQLdb import ProgrammingError
 
 from . import cursors
 from .guard import ANY_USER, ConnectionGuard, caller_site, check_mode, default_mode
@@ -123,7 +125,12 @@ class Connection(_Base):  # type: ignore[misc]
         if guard.forked():
             # The socket was pointed at /dev/null at fork: COM_QUIT goes nowhere.
             guard.forget_socket()
-            super().close()
+            # mysqlclient >= 2.3 has its own per-connection lock; one that a
+            # parent thread held at fork stays held here for good, and close()
+            # says "in use".  The handle is then freed with the object (its
+            # dealloc takes no lock).
+            with contextlib.suppress(ProgrammingError):
+                super().close()
             return
         guard.enter(ANY_USER)
         try:
@@ -139,3 +146,9 @@ for _name in _SERVER_CALLS:
     if hasattr(_Base, _name):  # some calls exist in one mysqlclient version only
         setattr(Connection, _name, _guarded(_name))
 del _name
+
+
+def __getattr__(name: str) -> Any:
+    # Code that reaches into MySQLdb.connections (its helpers, its exception
+    # names) still finds them once guarddb stands in for it.
+    return getattr(_mysqldb_connections, name)

@@ -23,6 +23,9 @@ from .errors import GuardError, ThreadOwnershipError
 
 get_ident = _guard.get_ident
 
+#: The guard of a connection guarddb did not open (a plain MySQLdb one): checks nothing.
+UNGUARDED = _guard.ConnectionGuard("off", "<not opened by guarddb>")
+
 # Re-exported as they are: they hold no state of their own.
 CursorStoreResultMixIn = _mc.CursorStoreResultMixIn
 CursorUseResultMixIn = _mc.CursorUseResultMixIn
@@ -44,7 +47,7 @@ class GuardedCursorMixIn:
         db = self.connection  # type: ignore[attr-defined]
         if db is None:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
-        guard = db._guard
+        guard = getattr(db, "_guard", UNGUARDED)
         guard.enter(self)
         try:
             return method(*args)
@@ -80,7 +83,7 @@ class GuardedCursorMixIn:
         db = self.connection  # type: ignore[attr-defined]
         if db is None:
             return
-        guard = db._guard
+        guard = getattr(db, "_guard", UNGUARDED)
         try:
             guard.enter(self)
         except ThreadOwnershipError:
@@ -111,7 +114,7 @@ class GuardedCursorMixIn:
         db = self.connection  # type: ignore[attr-defined]
         if db is None or not self._executed:  # type: ignore[attr-defined]
             return  # mysqlclient's own error follows
-        guard = db._guard
+        guard = getattr(db, "_guard", UNGUARDED)
         if guard.mode != "off":
             if self._guard_epoch != _guard.epoch:
                 raise guard.refusal(_guard.lib.GUARD_FORKED)
@@ -233,7 +236,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     def _unpin(self) -> None:
         db = self.connection  # type: ignore[attr-defined]
         if db is not None:
-            guard = db._guard
+            guard = getattr(db, "_guard", UNGUARDED)
             if guard.pending is not None and guard.pending() is self:
                 guard.unpin_result()
 
@@ -302,3 +305,9 @@ def _plain_method(plain: type, name: str) -> Any:
         if name in vars(klass):
             return vars(klass)[name]
     return None
+
+
+def __getattr__(name: str) -> Any:
+    # Code that reaches into MySQLdb.cursors (its regular expressions and
+    # private helpers) still finds them once guarddb stands in for it.
+    return getattr(_mc, name)

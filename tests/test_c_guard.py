@@ -1,0 +1,167 @@
+"""The C guard on its own: slots, nesting, fork generation, socket neutering by identity."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+
+import pytest
+from guarddb._guard import ffi, lib
+
+from guarddb.guard import live_slots
+
+from .helpers import in_forked_child
+
+
+@pytest.fixture
+def slot():
+    taken = lib.guard_slot_new()
+    assert taken != ffi.NULL
+    yield taken
+    lib.guard_slot_free(taken)
+
+
+def test_slot_belongs_to_its_creator(slot):
+    assert slot.owner == threading.get_ident() == lib.guard_thread_id()
+    assert slot.busy == 0
+
+
+def test_nested_enters_hold_until_the_last_leave(slot):
+    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    lib.guard_leave(slot)
+    assert slot.busy == threading.get_ident()
+    lib.guard_leave(slot)
+    assert slot.busy == 0
+
+
+def test_another_thread_is_busy_out_while_one_is_inside(slot):
+    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(lib.guard_enter(slot, 0)))
+    thread.start()
+    thread.join()
+    assert seen == [lib.GUARD_BUSY]
+    lib.guard_leave(slot)
+
+
+def test_strict_flag_refuses_a_non_owner_even_when_free(slot):
+    seen = []
+
+    def other():
+        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT))
+        seen.append(lib.guard_adopt(slot))
+        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT))
+        lib.guard_leave(slot)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert seen == [lib.GUARD_NOT_OWNER, lib.GUARD_OK, lib.GUARD_OK]
+    assert lib.guard_enter(slot, lib.GUARD_STRICT) == lib.GUARD_NOT_OWNER
+
+
+def test_release_on_behalf_of_the_holder_from_another_thread(slot):
+    lib.guard_enter(slot, 0)
+    holder = threading.get_ident()
+    thread = threading.Thread(target=lambda: lib.guard_release(slot, holder))
+    thread.start()
+    thread.join()
+    assert slot.busy == 0
+
+
+def test_fork_generation_marks_every_slot_forked(slot):
+    assert lib.guard_forked(slot) == 0
+    assert in_forked_child(lambda: [lib.guard_forked(slot), lib.guard_enter(slot, 0)]) == [
+        1,
+        lib.GUARD_FORKED,
+    ]
+    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    lib.guard_leave(slot)
+
+
+def test_slot_busy_in_a_vanished_thread_is_free_in_the_child(slot):
+    entered, done = threading.Event(), threading.Event()
+
+    def hold():
+        lib.guard_enter(slot, 0)
+        entered.set()
+        done.wait(30)
+        lib.guard_leave(slot)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    entered.wait(30)
+    try:
+        assert in_forked_child(lambda: int(slot.busy)) == 0
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_child_points_a_watched_socket_at_dev_null(slot):
+    left, right = socket.socketpair()
+    try:
+        lib.guard_set_fd(slot, left.fileno())
+        fd = left.fileno()
+        assert in_forked_child(lambda: os.readlink(f"/proc/self/fd/{fd}")) == "/dev/null"
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_reused_descriptor_number_is_left_alone(slot, tmp_path):
+    left, right = socket.socketpair()
+    fd = left.fileno()
+    lib.guard_set_fd(slot, fd)
+    left.close()  # closed behind the guard's back: the number gets reused
+    right.close()
+    path = tmp_path / "unrelated.log"
+    reused = os.open(path, os.O_CREAT | os.O_WRONLY)
+    try:
+        if reused != fd:
+            os.dup2(reused, fd)
+        assert in_forked_child(lambda: os.readlink(f"/proc/self/fd/{fd}")) == str(path)
+    finally:
+        os.close(reused)
+        if reused != fd:
+            os.close(fd)
+
+
+def test_forgotten_socket_is_left_alone(slot):
+    left, right = socket.socketpair()
+    try:
+        lib.guard_set_fd(slot, left.fileno())
+        lib.guard_set_fd(slot, -1)
+        fd = left.fileno()
+        assert in_forked_child(lambda: os.readlink(f"/proc/self/fd/{fd}")).startswith("socket:")
+    finally:
+        left.close()
+        right.close()
+
+
+def test_slots_are_reused_and_grow_past_a_chunk():
+    before = live_slots()
+    taken = [lib.guard_slot_new() for _ in range(3000)]
+    assert live_slots() == before + 3000
+    assert len({int(ffi.cast("uintptr_t", s)) for s in taken}) == 3000
+    for s in taken:
+        lib.guard_slot_free(s)
+    assert live_slots() == before
+
+
+def test_connections_give_their_slots_back(connect_args):
+    import guarddb
+
+    gc.collect()
+    before = live_slots()
+    for _ in range(200):
+        guarddb.connect(**connect_args).close()
+    conns = [guarddb.connect(**connect_args) for _ in range(5)]
+    assert live_slots() == before + 5
+    del conns
+    gc.collect()
+    assert live_slots() == before
