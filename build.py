@@ -11,6 +11,7 @@ Two ways in:
 from __future__ import annotations
 
 import pathlib
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -79,15 +80,32 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[misc,valid-type]
     """hatchling hook: compile the guard and ship it inside the wheel."""
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name not in ("wheel",):
+        if self.target_name != "wheel":
             return
-        out = pathlib.Path(self.directory) / "_cffi_build"
-        out.mkdir(parents=True, exist_ok=True)
-        library = compile_into(out)
+        self._tmp = tempfile.mkdtemp(prefix="guarddb-cffi-")
+        library = compile_into(pathlib.Path(self._tmp))
         build_data["force_include"][str(library)] = f"guarddb/{library.name}"
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
 
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        if getattr(self, "_tmp", None):
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _run_pypa_build() -> None:
+    """``python -m build`` in this directory finds this file before PyPA's ``build``
+    package (the current directory comes first on sys.path): hand over to the package."""
+    import runpy
+
+    here = str(HERE)
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", here)]
+    sys.modules.pop("build", None)
+    runpy.run_module("build", run_name="__main__", alter_sys=True)
+
 
 if __name__ == "__main__":
-    print(compile_into(HERE / "src" / "guarddb"), file=sys.stderr)
+    if __spec__ is not None and __spec__.name == "build":
+        _run_pypa_build()
+    else:
+        print(compile_into(HERE / "src" / "guarddb"), file=sys.stderr)

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# guarddb's two set-up commands, for a fresh Debian machine with only Python:
+#
+#   ./dev.sh demo   install what is needed, then run `python -m guarddb demo`
+#   ./dev.sh test   install what is needed, then run every check CI runs
+#
+# What gets installed: Debian packages (a C compiler, pkg-config,
+# libmariadb-dev for building mysqlclient, mariadb-server for the private test
+# server, the Python headers and venv module when missing), then two virtual
+# environments: .venv (the newest mysqlclient 2.3) and .venv-mysqlclient22 (the
+# oldest supported, 2.2.0), each with guarddb built and installed from this tree.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+OLDEST_MYSQLCLIENT=${OLDEST_MYSQLCLIENT:-2.2.0}
+NEWEST_MYSQLCLIENT=${NEWEST_MYSQLCLIENT:-2.3.1}
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+    local wanted=(gcc pkg-config libmariadb-dev mariadb-server)
+    if ! "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+        wanted+=(python3-dev)
+    fi
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+        wanted+=(python3-venv)
+    fi
+    local missing=()
+    for package in "${wanted[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+}
+
+# make_venv DIR MYSQLCLIENT_VERSION: a venv with that mysqlclient and guarddb[test] from this tree.
+make_venv() {
+    local dir=$1 mysqlclient=$2
+    if [ ! -x "$dir/bin/python" ]; then
+        say "creating $dir"
+        "$PYTHON" -m venv "$dir"
+        "$dir/bin/python" -m pip install -q --upgrade pip
+    fi
+    say "installing mysqlclient $mysqlclient and guarddb into $dir"
+    # mysqlclient has no Linux wheels: pip builds it against libmariadb-dev.
+    "$dir/bin/python" -m pip install -q "mysqlclient==$mysqlclient"
+    "$dir/bin/python" -m pip install -q --force-reinstall --no-deps .
+    "$dir/bin/python" -m pip install -q ".[test]"
+}
+
+run_demo() {
+    install_system_packages
+    make_venv .venv "$NEWEST_MYSQLCLIENT"
+    say "python -m guarddb demo"
+    .venv/bin/python -m guarddb demo
+}
+
+# The wheel and sdist build, and the wheel installs and imports in a fresh venv.
+check_packaging() {
+    say "python -m build: sdist and wheel; the wheel in a fresh venv; a wheel from the sdist"
+    local out
+    out=$(mktemp -d)
+    .venv/bin/python -m pip install -q build
+    .venv/bin/python -m build --outdir "$out/dist" . >"$out/build.log" 2>&1 \
+        || { cat "$out/build.log"; return 1; }
+    "$PYTHON" -m venv "$out/fresh"
+    "$out/fresh/bin/python" -m pip install -q "$out"/dist/guarddb-*.whl
+    (cd "$out" && fresh/bin/python -c \
+        'import guarddb, guarddb._guard; print("wheel imports: guarddb", guarddb.__version__)')
+    tar -tzf "$out"/dist/guarddb-*.tar.gz >"$out/sdist.txt"
+    grep -q '/csrc/guard.c$' "$out/sdist.txt" && grep -q '/build.py$' "$out/sdist.txt"
+    .venv/bin/python -m pip wheel -q --no-deps -w "$out/from-sdist" "$out"/dist/guarddb-*.tar.gz
+    ls "$out"/from-sdist/guarddb-*.whl >/dev/null
+    rm -rf "$out"
+}
+
+run_tests() {
+    install_system_packages
+    make_venv .venv "$NEWEST_MYSQLCLIENT"
+    make_venv .venv-mysqlclient22 "$OLDEST_MYSQLCLIENT"
+
+    say "ruff"
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+
+    check_packaging
+
+    say "mysqlclient's own test suite, guarddb installed as MySQLdb (mysqlclient $NEWEST_MYSQLCLIENT)"
+    .venv/bin/python .ci/mysqlclient_suite.py
+    say "mysqlclient's own test suite, guarddb installed as MySQLdb (mysqlclient $OLDEST_MYSQLCLIENT)"
+    .venv-mysqlclient22/bin/python .ci/mysqlclient_suite.py
+
+    say "guarddb's tests with mysqlclient $OLDEST_MYSQLCLIENT"
+    .venv-mysqlclient22/bin/python -m pytest -q -p no:cacheprovider tests
+    say "guarddb's tests with mysqlclient $NEWEST_MYSQLCLIENT"
+    .venv/bin/python -m pytest -q -p no:cacheprovider tests
+}
+
+case "${1:-}" in
+    demo) run_demo ;;
+    test) run_tests ;;
+    *)
+        echo "usage: $0 demo|test" >&2
+        exit 2
+        ;;
+esac
