@@ -49,6 +49,7 @@ class GuardedCursorMixIn:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
         guard.enter(self)
+        self._guard_tid = get_ident()  # first: another thread's fetch now takes the slow path
         try:
             return method(*args)
         finally:
@@ -129,33 +130,49 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     compares, no C call, no extra frame.
     """
 
+    # Each reads the cursor's state into locals *before* the check: a statement
+    # of another thread marks the cursor first thing (``_statement``), so a
+    # fetch that passes the check read state no other statement had touched.
+    # get_ident() is called before the loads it is compared with, and nothing
+    # between the check and the store calls a function, so no other thread can
+    # run in between (CPython switches threads only at calls and loops).  A
+    # closed cursor (no rows) gets mysqlclient's own method, and its error.
+
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
-        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             self._guard_fetch_slow()
-        if self.rownumber >= len(self._rows):  # type: ignore[attr-defined]
+        try:
+            row = rows[number]
+        except IndexError:
             return None
-        result = self._rows[self.rownumber]  # type: ignore[attr-defined]
-        self.rownumber = self.rownumber + 1  # type: ignore[attr-defined]
-        return result
+        except TypeError:
+            return super().fetchone()  # type: ignore[misc]
+        self.rownumber = number + 1
+        return row
 
     def __next__(self) -> Any:
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
-        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             self._guard_fetch_slow()
-        if self.rownumber >= len(self._rows):  # type: ignore[attr-defined]
-            raise StopIteration
-        result = self._rows[self.rownumber]  # type: ignore[attr-defined]
-        self.rownumber = self.rownumber + 1  # type: ignore[attr-defined]
-        return result
+        try:
+            row = rows[number]
+        except IndexError:
+            raise StopIteration from None
+        except TypeError:
+            return super().__next__()  # type: ignore[misc]
+        self.rownumber = number + 1
+        return row
 
     def __iter__(self) -> Any:
         if self._executed and (  # type: ignore[attr-defined]
-            self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch
+            get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch
         ):
             self._guard_fetch_slow()
         return super().__iter__()  # type: ignore[misc]
@@ -165,29 +182,37 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         than size. If size is not defined, cursor.arraysize is used."""
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
-        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        count = 0 if rows is None else len(rows)
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             self._guard_fetch_slow()
-        end = self.rownumber + (size or self.arraysize)  # type: ignore[attr-defined]
-        result = self._rows[self.rownumber : end]  # type: ignore[attr-defined]
-        self.rownumber = min(end, len(self._rows))  # type: ignore[attr-defined]
+        if rows is None or number is None:
+            return super().fetchmany(size)  # type: ignore[misc]
+        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
+        result = rows[number:end]
+        self.rownumber = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
-        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        count = 0 if rows is None else len(rows)
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             self._guard_fetch_slow()
-        if self.rownumber:  # type: ignore[attr-defined]
-            result = self._rows[self.rownumber :]  # type: ignore[attr-defined]
+        if rows is None:
+            return super().fetchall()  # type: ignore[misc]
+        if number:
+            result = rows[number:]
         else:
-            result = self._rows  # type: ignore[attr-defined]
-        self.rownumber = len(self._rows)  # type: ignore[attr-defined]
+            result = rows
+        self.rownumber = count
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
         if self._executed and (  # type: ignore[attr-defined]
-            self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch
+            get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch
         ):
             self._guard_fetch_slow()
         return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
@@ -222,7 +247,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
         result = self._result  # type: ignore[attr-defined]
         if not result:
             return ()
-        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             self._guard_fetch_slow()
         try:
             rows = result.fetch_row(size, self._fetch_type)  # type: ignore[attr-defined]
@@ -265,7 +290,7 @@ def _checked(method: Any) -> Any:
 
     @functools.wraps(method)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._guard_tid != get_ident() or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             self._guard_fetch_slow()
         return method(self, *args, **kwargs)
 
