@@ -105,3 +105,13 @@ def test_a_real_refusal_pickles(connect):
     error = _strict_refusal(connect)
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is ThreadOwnershipError and copy.args == error.args
+
+
+def test_message_names_a_connection_call(connect):
+    conn = connect(guard="strict")
+    with pytest.raises(ThreadOwnershipError, match=r"called commit\(\) on"):
+        in_thread(conn.commit)
+    with pytest.raises(ThreadOwnershipError, match=r"called fetchall\(\) on"):
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1")
+        in_thread(cursor.fetchall)

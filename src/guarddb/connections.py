@@ -51,8 +51,11 @@ def _guarded(name: str) -> Callable[..., Any]:
         finally:
             guard.leave()
 
-    _guarded_call.__name__ = _guarded_call.__qualname__ = name
+    _guarded_call.__name__ = name
+    _guarded_call.__qualname__ = f"Connection.{name}"
     _guarded_call.__doc__ = unguarded.__doc__
+    # Tracebacks and guarddb's messages name the call ("commit"), not the wrapper.
+    _guarded_call.__code__ = _guarded_call.__code__.replace(co_name=name)
     return _guarded_call
 
 
@@ -100,6 +103,7 @@ class Connection(_Base):  # type: ignore[misc]
         return cursors.guarded_class(cursorclass or self.cursorclass)(self)
 
     def set_character_set(self, charset: str, collation: str | None = None) -> None:
+        """Set the connection character set (and collation)."""
         guard = self._guard
         guard.enter(None)
         try:
@@ -108,6 +112,7 @@ class Connection(_Base):  # type: ignore[misc]
             guard.leave()
 
     def ping(self, *args: Any) -> Any:
+        """Check the connection; ``ping(True)`` may reconnect (a new socket is watched)."""
         guard = self._guard
         guard.enter(None)
         try:
