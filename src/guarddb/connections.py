@@ -9,7 +9,7 @@ import MySQLdb.connections as _mysqldb_connections
 from MySQLdb import ProgrammingError
 
 from . import cursors
-from .guard import ANY_USER, ConnectionGuard, caller_site, check_mode, default_mode
+from .guard import ANY_USER, ConnectionGuard, caller_site, check_mode, default_mode, make_guard
 
 _Base = _mysqldb_connections.Connection
 
@@ -71,7 +71,7 @@ class Connection(_Base):  # type: ignore[misc]
 
     def __init__(self, *args: Any, guard: str | None = None, **kwargs: Any) -> None:
         mode = check_mode(default_mode() if guard is None else guard)
-        self._guard = ConnectionGuard(mode, caller_site())
+        self._guard = make_guard(mode, caller_site())
         super().__init__(*args, **kwargs)
         self._guard.watch_socket(self.fileno())
         self._guard.label = f"MySQL connection {self.thread_id()} ({self.get_host_info()})"

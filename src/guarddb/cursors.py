@@ -24,7 +24,7 @@ from .errors import GuardError, ThreadOwnershipError
 get_ident = _guard.get_ident
 
 #: The guard of a connection guarddb did not open (a plain MySQLdb one): checks nothing.
-UNGUARDED = _guard.ConnectionGuard("off", "<not opened by guarddb>")
+UNGUARDED = _guard.make_guard("off", "<not opened by guarddb>")
 
 # Re-exported as they are: they hold no state of their own.
 CursorStoreResultMixIn = _mc.CursorStoreResultMixIn

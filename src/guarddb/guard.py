@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ._guard import ffi, lib
 from .errors import (
@@ -130,8 +130,10 @@ def describe_thread(ident: int) -> str:
 
 def _operation() -> str:
     """Name of the public method that asked to enter (for messages only)."""
-    frame: Any = sys._getframe(2)
-    while frame is not None and frame.f_code.co_name.startswith("_"):
+    frame: Any = sys._getframe(1)
+    while frame is not None and (
+        frame.f_code.co_filename == __file__ or frame.f_code.co_name.startswith("_")
+    ):
         frame = frame.f_back
     return f"{frame.f_code.co_name}()" if frame is not None else "a call"
 
@@ -155,11 +157,8 @@ class ConnectionGuard:
     """
 
     __slots__ = (
-        "__weakref__",
-        "enter",
         "flags",
         "label",
-        "leave",
         "mode",
         "pending",
         "pending_holder",
@@ -184,16 +183,15 @@ class ConnectionGuard:
         self.pending_result: Any = None
         self.pending_holder = 0
         self.pending_site = ""
-        if mode == "off":
-            self.enter: Callable[[Any], None] = _unguarded
-            self.leave: Callable[[], None] = _unguarded_leave
-        else:
-            self.enter = self._enter
-            self.leave = self._leave
 
     # -- the calls -------------------------------------------------------------------------
 
-    def _enter(self, user: Any = None) -> None:
+    def enter(self, user: Any = None) -> None:
+        """Enter the connection for a call by ``user`` (a cursor, or None for the connection).
+
+        Raises the mode's GuardError instead of letting the call reach
+        libmysqlclient.  Every successful enter is matched by one leave().
+        """
         rc = _enter(self.slot, self.flags)
         if rc:
             raise self.refusal(rc)
@@ -201,7 +199,8 @@ class ConnectionGuard:
             _leave(self.slot)
             raise self._pending_error()
 
-    def _leave(self) -> None:
+    def leave(self) -> None:
+        """Leave the connection (after the call, whatever it raised)."""
         _leave(self.slot)
 
     def free(self) -> None:
@@ -336,12 +335,21 @@ class ConnectionGuard:
         )
 
 
-def _unguarded(user: Any = None) -> None:
-    """enter() of a connection in mode 'off'."""
+class UncheckedGuard(ConnectionGuard):
+    """Mode 'off': no checks; the socket is still neutered in a forked child."""
+
+    __slots__ = ()
+
+    def enter(self, user: Any = None) -> None:
+        """Nothing is checked."""
+
+    def leave(self) -> None:
+        """Nothing was entered."""
 
 
-def _unguarded_leave() -> None:
-    """leave() of a connection in mode 'off'."""
+def make_guard(mode: str, site: str) -> ConnectionGuard:
+    """The guard of a new connection in ``mode``, opened at ``site``."""
+    return UncheckedGuard(mode, site) if mode == "off" else ConnectionGuard(mode, site)
 
 
 def live_slots() -> int:
