@@ -21,33 +21,25 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
-# What Python sees of guard.h: the functions, the result codes, and the two
-# fields that error messages read.  `...;` leaves the layout to the compiler.
-CDEF = """
-#define GUARD_OK ...
-#define GUARD_FORKED ...
-#define GUARD_BUSY ...
-#define GUARD_NOT_OWNER ...
-#define GUARD_STRICT ...
-
+# What Python sees of guard.h: its constants and functions (the parts between
+# the cffi markers), and of the slot only the two fields that error messages
+# read; `...;` leaves the layout to the compiler.
+SLOT_FIELDS = """
 typedef struct guard_slot {
     uintptr_t busy;
     uintptr_t owner;
     ...;
 } guard_slot;
-
-guard_slot *guard_slot_new(void);
-void guard_slot_free(guard_slot *slot);
-void guard_set_fd(guard_slot *slot, int fd);
-int guard_forked(guard_slot *slot);
-int guard_enter(guard_slot *slot, int flags);
-void guard_leave(guard_slot *slot);
-void guard_release(guard_slot *slot, uintptr_t holder);
-int guard_adopt(guard_slot *slot);
-uintptr_t guard_thread_id(void);
-uint64_t guard_generation(void);
-long guard_live_slots(void);
 """
+
+
+def _marked_parts(header: pathlib.Path) -> list[str]:
+    parts = header.read_text().split("/* cffi:begin")[1:]
+    return [part.split("*/", 1)[1].split("/* cffi:end */")[0] for part in parts]
+
+
+_constants, _functions = _marked_parts(CSRC / "guard.h")
+CDEF = _constants + SLOT_FIELDS + _functions
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)

@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+/* cffi:begin -- build.py hands what stands between these markers to cffi. */
+
 /* Results of guard_enter() and friends. */
 #define GUARD_OK 0
 #define GUARD_FORKED 1    /* the slot was taken before a fork: this is a child */
@@ -20,6 +22,8 @@
 
 /* Flags of guard_enter(). */
 #define GUARD_STRICT 1 /* only the owner may enter */
+
+/* cffi:end */
 
 typedef struct guard_slot {
     /* Thread inside a call (pthread_self(), which is threading.get_ident()), 0 for none. */
@@ -38,6 +42,8 @@ typedef struct guard_slot {
     /* 1 while a connection holds the slot. */
     int live;
 } guard_slot;
+
+/* cffi:begin */
 
 /* A free slot, owned by the calling thread; NULL if out of memory. */
 guard_slot *guard_slot_new(void);
@@ -64,5 +70,7 @@ uintptr_t guard_thread_id(void);
 uint64_t guard_generation(void);
 /* Slots held by connections. */
 long guard_live_slots(void);
+
+/* cffi:end */
 
 #endif
