@@ -9,7 +9,15 @@ import MySQLdb.connections as _mysqldb_connections
 from MySQLdb import ProgrammingError
 
 from . import cursors
-from .guard import ANY_USER, ConnectionGuard, caller_site, check_mode, default_mode, make_guard
+from .guard import (
+    ANY_USER,
+    ConnectionGuard,
+    caller_site,
+    check_mode,
+    default_mode,
+    get_ident,
+    make_guard,
+)
 
 _Base = _mysqldb_connections.Connection
 
@@ -45,6 +53,8 @@ def _guarded(name: str) -> Callable[..., Any]:
 
     def _guarded_call(self: Connection, *args: Any, **kwargs: Any) -> Any:
         guard = self._guard
+        if guard.inside == get_ident():  # part of a cursor's statement, entered already
+            return unguarded(self, *args, **kwargs)
         guard.enter(None)
         try:
             return unguarded(self, *args, **kwargs)

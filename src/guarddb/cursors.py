@@ -49,10 +49,13 @@ class GuardedCursorMixIn:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
         guard.enter(self)
-        self._guard_tid = get_ident()  # first: another thread's fetch now takes the slow path
+        me = self._guard_tid = get_ident()  # first: another thread's fetch now takes the slow path
+        # The connection calls mysqlclient makes for this statement are inside it already.
+        outer, guard.inside = guard.inside, me
         try:
             return method(*args)
         finally:
+            guard.inside = outer
             self._after_statement(guard)
             guard.leave()
 

@@ -158,6 +158,7 @@ class ConnectionGuard:
 
     __slots__ = (
         "flags",
+        "inside",
         "label",
         "mode",
         "pending",
@@ -183,6 +184,8 @@ class ConnectionGuard:
         self.pending_result: Any = None
         self.pending_holder = 0
         self.pending_site = ""
+        #: Thread inside a cursor statement (its nested connection calls skip the guard).
+        self.inside = 0
 
     # -- the calls -------------------------------------------------------------------------
 
