@@ -22,12 +22,17 @@ HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
 # What Python sees of guard.h: its constants and functions (the parts between
-# the cffi markers), and of the slot only the two fields that error messages
-# read; `...;` leaves the layout to the compiler.
+# the cffi markers), and of the slot only the fields that error messages
+# read, and the counters of guard_stats(); `...;` leaves the layout to the compiler.
 SLOT_FIELDS = """
 typedef struct guard_slot {
     uintptr_t busy;
     uintptr_t owner;
+    uint64_t calls;
+    uint64_t waits;
+    uint64_t wait_ns_total;
+    uint64_t wait_ns_max;
+    uint64_t held_since_ns;
     ...;
 } guard_slot;
 """

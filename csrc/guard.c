@@ -1,12 +1,16 @@
 /* guarddb's C guard; see guard.h. */
-#define _POSIX_C_SOURCE 200809L /* O_CLOEXEC, fstat under -std=c11 */
+#define _GNU_SOURCE /* O_CLOEXEC, fstat, syscall under -std=c11 */
 
 #include "guard.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHUNK_SLOTS 1024
@@ -27,6 +31,43 @@ static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static inline uintptr_t self_id(void) { return (uintptr_t)pthread_self(); }
+
+uint64_t guard_now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/* A private futex: no kernel object to inherit across fork, nothing to reset. */
+static void futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
+{
+    struct timespec timeout = {timeout_ns / 1000000000, timeout_ns % 1000000000};
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, &timeout, NULL, 0);
+}
+
+static void futex_wake_one(uint32_t *word)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* The thread inside leaves for good: let the next one in, waking a waiter. */
+static void let_go(guard_slot *slot)
+{
+    __atomic_store_n(&slot->busy, 0, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&slot->waiters, __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(&slot->wake_seq, 1, __ATOMIC_SEQ_CST);
+        futex_wake_one(&slot->wake_seq);
+    }
+}
+
+/* The calling thread got in: depth 1, the owner, counted. */
+static void got_in(guard_slot *slot, uintptr_t me)
+{
+    STORE(&slot->depth, 1);
+    STORE(&slot->owner, me);
+    slot->calls++;
+}
 
 /*
  * Runs in the child of every fork, before any Python code, including the
@@ -51,6 +92,7 @@ static void in_forked_child(void)
                 STORE(&slot->depth, 0);
                 STORE(&slot->busy, 0);
             }
+            STORE(&slot->waiters, 0); /* the waiters were other threads */
             int fd = LOAD(&slot->fd);
             struct stat st;
             if (fd < 0 || fstat(fd, &st) != 0)
@@ -120,6 +162,8 @@ guard_slot *guard_slot_new(void)
             STORE(&slot->busy, 0);
             STORE(&slot->owner, self_id());
             STORE(&slot->generation, LOAD(&generation));
+            slot->calls = slot->waits = slot->wait_ns_total = slot->wait_ns_max = 0;
+            slot->held_since_ns = 0;
             __atomic_add_fetch(&live_slots, 1, __ATOMIC_RELAXED);
             return slot;
         }
@@ -160,8 +204,7 @@ int guard_enter(guard_slot *slot, int flags)
     if ((flags & GUARD_STRICT) && LOAD(&slot->owner) != me)
         return GUARD_NOT_OWNER;
     if (CAS(&slot->busy, &expected, me)) {
-        STORE(&slot->depth, 1);
-        STORE(&slot->owner, me);
+        got_in(slot, me);
         return GUARD_OK;
     }
     if (expected == me) {
@@ -171,12 +214,52 @@ int guard_enter(guard_slot *slot, int flags)
     return GUARD_BUSY;
 }
 
+int guard_enter_wait(guard_slot *slot, int64_t timeout_ns)
+{
+    uintptr_t me = self_id();
+    int rc = guard_enter(slot, 0);
+    if (rc != GUARD_BUSY) {
+        if (rc == GUARD_OK && LOAD(&slot->depth) == 1)
+            slot->held_since_ns = guard_now_ns();
+        return rc;
+    }
+    uint64_t start = guard_now_ns();
+    uint64_t deadline = start + (uint64_t)(timeout_ns > 0 ? timeout_ns : 0);
+    for (;;) {
+        /* Count ourselves as waiting before the last try, so a leave that
+           comes after the try sees us and bumps wake_seq. */
+        uint32_t seq = __atomic_load_n(&slot->wake_seq, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
+        uintptr_t expected = 0;
+        if (__atomic_compare_exchange_n(&slot->busy, &expected, me, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
+            uint64_t now = guard_now_ns(), waited = now - start;
+            got_in(slot, me);
+            slot->held_since_ns = now;
+            slot->waits++;
+            slot->wait_ns_total += waited;
+            if (waited > slot->wait_ns_max)
+                slot->wait_ns_max = waited;
+            return GUARD_OK;
+        }
+        uint64_t now = guard_now_ns();
+        if (now < deadline && LOAD(&slot->generation) == LOAD(&generation))
+            futex_wait(&slot->wake_seq, seq, (int64_t)(deadline - now));
+        __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
+        if (LOAD(&slot->generation) != LOAD(&generation))
+            return GUARD_FORKED;
+        if (guard_now_ns() >= deadline)
+            return GUARD_BUSY;
+    }
+}
+
 void guard_release(guard_slot *slot, uintptr_t holder)
 {
     if (holder == 0 || LOAD(&slot->busy) != holder)
         return; /* not held by it (reset in a forked child): leave it be */
     if (__atomic_sub_fetch(&slot->depth, 1, __ATOMIC_ACQ_REL) == 0)
-        STORE(&slot->busy, 0);
+        let_go(slot);
 }
 
 void guard_leave(guard_slot *slot) { guard_release(slot, self_id()); }
@@ -195,7 +278,7 @@ int guard_adopt(guard_slot *slot)
         return GUARD_FORKED;
     if (CAS(&slot->busy, &expected, me)) {
         STORE(&slot->owner, me);
-        STORE(&slot->busy, 0);
+        let_go(slot);
         return GUARD_OK;
     }
     if (expected == me) {

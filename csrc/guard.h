@@ -41,6 +41,17 @@ typedef struct guard_slot {
     uint64_t fd_ino;
     /* 1 while a connection holds the slot. */
     int live;
+    /* Mutex mode: threads waiting to enter sleep on wake_seq (a futex word),
+       which a leave bumps when anyone waits. */
+    uint32_t wake_seq;
+    uint32_t waiters;
+    /* Counters for guard_stats(), written by the thread inside (calls, since)
+       or by a waiter that got in (waits, wait times). */
+    uint64_t calls;
+    uint64_t waits;
+    uint64_t wait_ns_total;
+    uint64_t wait_ns_max;
+    uint64_t held_since_ns; /* CLOCK_MONOTONIC when the current holder got in */
 } guard_slot;
 
 /* cffi:begin */
@@ -56,6 +67,10 @@ int guard_forked(guard_slot *slot);
 
 /* Enter the connection: GUARD_OK (nested enters of one thread count), or why not. */
 int guard_enter(guard_slot *slot, int flags);
+/* Mutex mode: enter, waiting (without the GIL: cffi releases it) up to
+   timeout_ns for the thread inside to leave.  GUARD_OK, GUARD_BUSY if still
+   not in (the caller waits again, or gives up), or GUARD_FORKED. */
+int guard_enter_wait(guard_slot *slot, int64_t timeout_ns);
 /* Leave it (the last of nested enters lets other threads in). */
 void guard_leave(guard_slot *slot);
 /* Leave on behalf of `holder`, from any thread (an unread result dropped by the
@@ -66,6 +81,8 @@ int guard_adopt(guard_slot *slot);
 
 /* The calling thread's id, as threading.get_ident() gives it. */
 uintptr_t guard_thread_id(void);
+/* CLOCK_MONOTONIC in nanoseconds (the clock of held_since_ns). */
+uint64_t guard_now_ns(void);
 /* The fork generation: bumped in every forked child. */
 uint64_t guard_generation(void);
 /* Slots held by connections. */

@@ -162,7 +162,7 @@ def test_off_checks_nothing(connect):
 
 
 def test_unknown_mode_is_a_value_error_listing_the_modes(connect_args):
-    with pytest.raises(ValueError, match="'exclusive', 'strict', 'off'"):
+    with pytest.raises(ValueError, match="'exclusive', 'strict', 'mutex', 'off'"):
         guarddb.connect(guard="lenient", **connect_args)
     with pytest.raises(ValueError, match="'exclusive'"):
         guarddb.set_default_mode("paranoid")

@@ -9,15 +9,7 @@ import MySQLdb.connections as _mysqldb_connections
 from MySQLdb import ProgrammingError
 
 from . import cursors
-from .guard import (
-    ANY_USER,
-    ConnectionGuard,
-    caller_site,
-    check_mode,
-    default_mode,
-    get_ident,
-    make_guard,
-)
+from .guard import ANY_USER, ConnectionGuard, caller_site, get_ident, make_guard, settings
 
 _Base = _mysqldb_connections.Connection
 
@@ -25,17 +17,14 @@ _Base = _mysqldb_connections.Connection
 # means.  Calls that only read the client's own state (thread_id(),
 # insert_id(), escape(), ...) need no guard.
 _SERVER_CALLS = (
-    "autocommit",
     "begin",
     "change_user",
-    "commit",
     "discard_result",
     "dump_debug_info",
     "kill",
     "next_result",
     "query",
     "read_query_result",
-    "rollback",
     "select_db",
     "send_query",
     "set_server_option",
@@ -73,15 +62,25 @@ class Connection(_Base):  # type: ignore[misc]
     """A MySQLdb connection whose every server call goes through guarddb's guard.
 
     Takes mysqlclient's connect arguments, plus ``guard=`` (``"exclusive"``,
-    the default, ``"strict"`` or ``"off"``; see the README).
+    the default, ``"strict"``, ``"mutex"`` or ``"off"``; see the README) and,
+    for mutex mode, ``mutex_timeout=`` (seconds a call may wait; None: no
+    limit) and ``mutex_scope=`` (``"call"``, or ``"transaction"``: a thread
+    keeps the connection from its first statement to commit or rollback).
     """
 
     default_cursor = cursors.Cursor
     _guard: ConnectionGuard
 
-    def __init__(self, *args: Any, guard: str | None = None, **kwargs: Any) -> None:
-        mode = check_mode(default_mode() if guard is None else guard)
-        self._guard = make_guard(mode, caller_site())
+    def __init__(
+        self,
+        *args: Any,
+        guard: str | None = None,
+        mutex_timeout: float | None = None,
+        mutex_scope: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        chosen = settings(guard=guard, mutex_timeout=mutex_timeout, mutex_scope=mutex_scope)
+        self._guard = make_guard(chosen, caller_site())
         super().__init__(*args, **kwargs)
         self._guard.watch_socket(self.fileno())
         self._guard.label = f"MySQL connection {self.thread_id()} ({self.get_host_info()})"
@@ -99,6 +98,37 @@ class Connection(_Base):  # type: ignore[misc]
         """The guard mode this connection was opened with."""
         return self._guard.mode
 
+    def guard_stats(self) -> dict[str, Any]:
+        """The guard's counters: calls, waits, total and longest wait (s), the holder now."""
+        return self._guard.stats()
+
+    def commit(self) -> None:
+        """Commit; in mutex mode with mutex_scope="transaction", let other threads in."""
+        self._end_transaction(_Base.commit)
+
+    def rollback(self) -> None:
+        """Roll back; in mutex mode with mutex_scope="transaction", let other threads in."""
+        self._end_transaction(_Base.rollback)
+
+    def autocommit(self, on: bool) -> None:
+        """Set autocommit; turning it on ends a mutex-mode transaction hold too."""
+        if on:
+            self._end_transaction(_Base.autocommit, on)
+        else:
+            self._guarded_autocommit(on)
+
+    _guarded_autocommit = _guarded("autocommit")
+
+    def _end_transaction(self, end: Callable[..., None], *args: Any) -> None:
+        guard = self._guard
+        guard.enter(None)
+        try:
+            end(self, *args)
+        finally:
+            if guard.holds_transactions and guard.txn_holder == get_ident():
+                guard.release_transaction()
+            guard.leave()
+
     def adopt(self) -> None:
         """Make the calling thread this connection's owner (strict mode).
 
@@ -110,7 +140,8 @@ class Connection(_Base):  # type: ignore[misc]
 
     def cursor(self, cursorclass: type | None = None) -> Any:
         """Create a cursor; any MySQLdb cursor class given is guarded too."""
-        return cursors.guarded_class(cursorclass or self.cursorclass)(self)
+        cls = cursors.guarded_class(cursorclass or self.cursorclass, self._guard.per_thread_results)
+        return cls(self)
 
     def set_character_set(self, charset: str, collation: str | None = None) -> None:
         """Set the connection character set (and collation)."""
@@ -154,6 +185,8 @@ class Connection(_Base):  # type: ignore[misc]
         finally:
             if guard.pending is not None:
                 guard.unpin_result()
+            if guard.holds_transactions:
+                guard.release_transaction()
             guard.leave()
 
 

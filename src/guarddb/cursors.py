@@ -13,6 +13,7 @@ Any subclass of a MySQLdb cursor class given to ``conn.cursor(cls)`` or
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import MySQLdb.cursors as _mc
@@ -23,8 +24,22 @@ from .errors import GuardError, ThreadOwnershipError
 
 get_ident = _guard.get_ident
 
+#: What a statement leaves in a cursor: in mutex mode each thread has its own.
+_FRESH_RESULT_STATE = {
+    "description": None,
+    "description_flags": None,
+    "rowcount": 0,
+    "lastrowid": None,
+    "rownumber": None,
+    "warning_count": 0,
+    "_executed": None,
+    "_result": None,
+    "_rows": None,
+}
+_RESULT_STATE = tuple(_FRESH_RESULT_STATE)
+
 #: The guard of a connection guarddb did not open (a plain MySQLdb one): checks nothing.
-UNGUARDED = _guard.make_guard("off", "<not opened by guarddb>")
+UNGUARDED = _guard.UncheckedGuard("off", "<not opened by guarddb>")
 
 # Re-exported as they are: they hold no state of their own.
 CursorStoreResultMixIn = _mc.CursorStoreResultMixIn
@@ -49,7 +64,12 @@ class GuardedCursorMixIn:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
         guard.enter(self)
-        me = self._guard_tid = get_ident()  # first: another thread's fetch now takes the slow path
+        me = get_ident()
+        if self._guard_tid != me:
+            if guard.per_thread_results:
+                self._guard_swap_state(me)
+            self._guard_tid = me  # another thread's fetch now takes the slow path
+        guard.statement = args[0] if args else method.__name__
         # The connection calls mysqlclient makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
         try:
@@ -57,7 +77,22 @@ class GuardedCursorMixIn:
         finally:
             guard.inside = outer
             self._after_statement(guard)
+            if guard.holds_transactions:
+                guard.hold_transaction(db)
             guard.leave()
+
+    def _guard_swap_state(self, me: int) -> None:
+        """mutex mode: put the last thread's result aside and bring back this thread's.
+
+        Runs inside the guard.  ``_guard_tid`` changes first, so a fetch by the
+        thread whose state goes aside takes the slow path and waits.
+        """
+        state = self.__dict__
+        states = state.setdefault("_guard_states", {})
+        previous, self._guard_tid = self._guard_tid, me
+        if previous and previous in threading._active:  # type: ignore[attr-defined]
+            states[previous] = {name: state.get(name) for name in _RESULT_STATE}
+        state.update(states.pop(me, _FRESH_RESULT_STATE))
 
     def _after_statement(self, guard: Any) -> None:
         """Still inside the guard: record what a fetch checks against."""
@@ -108,22 +143,35 @@ class GuardedCursorMixIn:
         self._result = None
         self.connection = None
 
-    def _guard_fetch_slow(self) -> None:
-        """A fetch in another thread or process than the execute that made the rows.
+    def _guard_fetch_slow(self, fetch: Any, *args: Any) -> Any:
+        """A fetch in another thread or process than the statement that made the rows.
 
-        A statement's rows belong to the thread that executed it: another
-        thread's fetch overlaps that statement (and would read rows that are
-        not its own), so it is refused like any overlapping use.
+        ``fetch`` is mysqlclient's own method.  A statement's rows belong to
+        the thread that executed it: in exclusive and strict mode another
+        thread's fetch overlaps that statement and is refused; in mutex mode it
+        waits its turn and reads its own thread's result.
         """
         db = self.connection  # type: ignore[attr-defined]
-        if db is None or not self._executed:  # type: ignore[attr-defined]
-            return  # mysqlclient's own error follows
+        if db is None:
+            return fetch(*args)  # closed: mysqlclient's own error
         guard = getattr(db, "_guard", UNGUARDED)
-        if guard.mode != "off":
-            if self._guard_epoch != _guard.epoch:
-                raise guard.refusal(_guard.lib.GUARD_FORKED)
+        if guard.mode == "off":
+            self._guard_tid = get_ident()
+            return fetch(*args)
+        if self._guard_epoch != _guard.epoch and self._executed:  # type: ignore[attr-defined]
+            raise guard.refusal(_guard.lib.GUARD_FORKED)
+        if not guard.per_thread_results:
+            if not self._executed:  # type: ignore[attr-defined]
+                return fetch(*args)  # never executed: mysqlclient's own error
             raise guard.foreign_rows(self._guard_tid)
-        self._guard_tid = get_ident()
+        guard.enter(self)
+        try:
+            me = get_ident()
+            if self._guard_tid != me:
+                self._guard_swap_state(me)
+            return fetch(*args)
+        finally:
+            guard.leave()
 
 
 class GuardedStoreResultMixIn(GuardedCursorMixIn):
@@ -133,6 +181,8 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     compares, no C call, no extra frame.
     """
 
+    # rownumber goes through __dict__: in mutex mode it is a per-thread
+    # property, and these methods only use it when the state is the caller's.
     # Each reads the cursor's state into locals *before* the check: a statement
     # of another thread marks the cursor first thing (``_statement``), so a
     # fetch that passes the check read state no other statement had touched.
@@ -144,80 +194,79 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
+        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            self._guard_fetch_slow()
         try:
             row = rows[number]
         except IndexError:
             return None
         except TypeError:
             return super().fetchone()  # type: ignore[misc]
-        self.rownumber = number + 1
+        self.__dict__["rownumber"] = number + 1
         return row
 
     def __next__(self) -> Any:
+        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            row = self._guard_fetch_slow(self.fetchone)
+            if row is None:
+                raise StopIteration
+            return row
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            self._guard_fetch_slow()
         try:
             row = rows[number]
         except IndexError:
             raise StopIteration from None
         except TypeError:
             return super().__next__()  # type: ignore[misc]
-        self.rownumber = number + 1
+        self.__dict__["rownumber"] = number + 1
         return row
 
     def __iter__(self) -> Any:
-        if self._executed and (  # type: ignore[attr-defined]
-            get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch
-        ):
-            self._guard_fetch_slow()
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().__iter__)  # type: ignore[misc]
         return super().__iter__()  # type: ignore[misc]
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        if not self._executed:  # type: ignore[attr-defined]
-            raise ProgrammingError("execute() first")
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            self._guard_fetch_slow()
+            return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
         if rows is None or number is None:
             return super().fetchmany(size)  # type: ignore[misc]
         end = number + (size or self.arraysize)  # type: ignore[attr-defined]
         result = rows[number:end]
-        self.rownumber = end if end < count else count
+        self.__dict__["rownumber"] = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        if not self._executed:  # type: ignore[attr-defined]
-            raise ProgrammingError("execute() first")
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            self._guard_fetch_slow()
+            return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
         if rows is None:
             return super().fetchall()  # type: ignore[misc]
         if number:
             result = rows[number:]
         else:
             result = rows
-        self.rownumber = count
+        self.__dict__["rownumber"] = count
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
-        if self._executed and (  # type: ignore[attr-defined]
-            get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch
-        ):
-            self._guard_fetch_slow()
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[misc]
         return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
 
 
@@ -246,12 +295,31 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
                 self._unpin()
         super()._discard()  # type: ignore[misc]
 
+    # The public fetches check; _fetch_row (which they call) reads the socket.
+
+    def fetchone(self) -> Any:
+        """Fetches a single row from the cursor."""
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
+        return super().fetchone()  # type: ignore[misc]
+
+    def fetchmany(self, size: int | None = None) -> Any:
+        """Fetch up to size rows from the cursor. Result set may be smaller
+        than size. If size is not defined, cursor.arraysize is used."""
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
+        return super().fetchmany(size)  # type: ignore[misc]
+
+    def fetchall(self) -> Any:
+        """Fetches all available rows from the cursor."""
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
+        return super().fetchall()  # type: ignore[misc]
+
     def _fetch_row(self, size: int = 1) -> Any:
         result = self._result  # type: ignore[attr-defined]
         if not result:
             return ()
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            self._guard_fetch_slow()
         try:
             rows = result.fetch_row(size, self._fetch_type)  # type: ignore[attr-defined]
         except _mc.MySQLError:
@@ -285,6 +353,36 @@ class SSDictCursor(GuardedUseResultMixIn, _mc.SSDictCursor):
     """Rows as dictionaries, the result read from the server row by row (unbuffered)."""
 
 
+def _per_thread_attribute(name: str) -> property:
+    """A result attribute that reads the calling thread's own value (mutex mode)."""
+
+    def read(self: Any) -> Any:
+        if get_ident() == self._guard_tid or not self._guard_tid:
+            return self.__dict__.get(name)
+        return self._guard_fetch_slow(self.__dict__.get, name)  # waits, brings its state back
+
+    def write(self: Any, value: Any) -> None:
+        self.__dict__[name] = value
+
+    return property(read, write, doc=f"The calling thread's own ``{name}`` (mutex mode).")
+
+
+class PerThreadResultsMixIn:
+    """mutex mode: a cursor shared by threads keeps each thread's result its own.
+
+    The rows and these attributes are swapped per thread under the
+    connection's lock (``_guard_swap_state``); reading one from a thread
+    whose result is not the one in place waits its turn and reads its own.
+    """
+
+    description = _per_thread_attribute("description")
+    description_flags = _per_thread_attribute("description_flags")
+    rowcount = _per_thread_attribute("rowcount")
+    lastrowid = _per_thread_attribute("lastrowid")
+    rownumber = _per_thread_attribute("rownumber")
+    warning_count = _per_thread_attribute("warning_count")
+
+
 _FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__iter__", "__next__")
 
 
@@ -294,20 +392,28 @@ def _checked(method: Any) -> Any:
     @functools.wraps(method)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            self._guard_fetch_slow()
+            return self._guard_fetch_slow(functools.partial(method, self, *args, **kwargs))
         return method(self, *args, **kwargs)
 
     return checked
 
 
 @functools.cache
-def guarded_class(cls: type) -> type:
+def guarded_class(cls: type, per_thread_results: bool = False) -> type:
     """The guarded version of a cursor class (itself if it is guarded already).
 
     The guard goes first in the bases.  A buffered class gets the fast fetches,
     except where the class defines a fetch method of its own: that one is kept
-    and checked before it runs.
+    and checked before it runs.  ``per_thread_results`` (mutex mode) adds
+    :class:`PerThreadResultsMixIn` in front.
     """
+    if per_thread_results:
+        if issubclass(cls, PerThreadResultsMixIn):
+            return cls
+        guarded = guarded_class(cls)
+        return type(
+            guarded.__name__, (PerThreadResultsMixIn, guarded), {"__module__": cls.__module__}
+        )
     if issubclass(cls, GuardedCursorMixIn):
         return cls
     if not issubclass(cls, _mc.BaseCursor):

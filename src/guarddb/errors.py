@@ -54,3 +54,12 @@ class ForkedConnectionError(GuardError, OperationalError):
     open a fresh connection in the child.  The inherited socket was pointed at
     /dev/null at fork, so nothing the child does reaches the parent's session.
     """
+
+
+class LockTimeoutError(GuardError, OperationalError):
+    """mutex mode: waiting for the connection took longer than ``mutex_timeout``.
+
+    Not a disconnect: the connection is fine, another thread holds it.  The
+    message names that thread, how long it has held the connection, and the
+    statement it runs.
+    """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from .errors import (
     ConcurrentUseError,
     ForkedConnectionError,
     GuardError,
+    LockTimeoutError,
     PendingResultError,
     ThreadOwnershipError,
 )
@@ -27,12 +29,17 @@ if TYPE_CHECKING:
     from MySQLdb.cursors import BaseCursor
 
 #: The modes a connection can be guarded with; see the README.
-MODES = ("exclusive", "strict", "off")
+MODES = ("exclusive", "strict", "mutex", "off")
 
-#: Environment variables read once, at import.
+#: What a mutex-mode thread holds the connection for: one call, or a transaction.
+MUTEX_SCOPES = ("call", "transaction")
+
+#: Environment variables read once, at import, for the process defaults.
 ENV_MODE = "GUARDDB_MODE"
+ENV_MUTEX_TIMEOUT = "GUARDDB_MUTEX_TIMEOUT"
+ENV_MUTEX_SCOPE = "GUARDDB_MUTEX_SCOPE"
 
-_defaults: dict[str, Any] = {"guard": "exclusive"}
+_defaults: dict[str, Any] = {"guard": "exclusive", "mutex_timeout": None, "mutex_scope": "call"}
 
 get_ident = threading.get_ident
 
@@ -57,10 +64,33 @@ def check_mode(mode: object, source: str = "guard") -> str:
     raise ValueError(f"{source}={mode!r} is not a guarddb mode; use one of {valid}")
 
 
-def set_defaults(**guard_keywords: Any) -> None:
-    """Set process-wide defaults for guarddb's connect keywords (``guard=``, ...).
+def _check_timeout(timeout: object, source: str = "mutex_timeout") -> float | None:
+    if timeout is None:
+        return None
+    try:
+        seconds = float(timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{source}={timeout!r}: give a number of seconds > 0, or None to wait")
+    return seconds
 
-    An explicit keyword given to ``connect()`` always wins over these.
+
+def _check_scope(scope: object, source: str = "mutex_scope") -> str:
+    if scope in MUTEX_SCOPES:
+        return scope  # type: ignore[return-value]
+    valid = ", ".join(repr(m) for m in MUTEX_SCOPES)
+    raise ValueError(f"{source}={scope!r}: use one of {valid}")
+
+
+_CHECKS = {"guard": check_mode, "mutex_timeout": _check_timeout, "mutex_scope": _check_scope}
+
+
+def set_defaults(**guard_keywords: Any) -> None:
+    """Set process-wide defaults for guarddb's connect keywords.
+
+    ``guard`` (the mode), ``mutex_timeout`` and ``mutex_scope``.  An explicit
+    keyword given to ``connect()`` always wins over these.
     """
     unknown = sorted(set(guard_keywords) - set(_defaults))
     if unknown:
@@ -68,9 +98,7 @@ def set_defaults(**guard_keywords: Any) -> None:
             f"set_defaults() got unknown keyword(s) {', '.join(unknown)}; "
             f"known: {', '.join(sorted(_defaults))}"
         )
-    if "guard" in guard_keywords:
-        check_mode(guard_keywords["guard"])
-    _defaults.update(guard_keywords)
+    _defaults.update({key: _CHECKS[key](value) for key, value in guard_keywords.items()})
 
 
 def set_default_mode(mode: str) -> None:
@@ -83,10 +111,24 @@ def default_mode() -> str:
     return _defaults["guard"]  # type: ignore[no-any-return]
 
 
+def settings(**explicit: Any) -> dict[str, Any]:
+    """A connection's guard settings: the explicit keywords (not None) over the defaults."""
+    chosen = dict(_defaults)
+    chosen.update(
+        {key: _CHECKS[key](value) for key, value in explicit.items() if value is not None}
+    )
+    return chosen
+
+
 def _read_environment() -> None:
-    mode = os.environ.get(ENV_MODE)
-    if mode:
-        set_defaults(guard=check_mode(mode.strip(), ENV_MODE))
+    for key, variable in (
+        ("guard", ENV_MODE),
+        ("mutex_timeout", ENV_MUTEX_TIMEOUT),
+        ("mutex_scope", ENV_MUTEX_SCOPE),
+    ):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            _defaults[key] = _CHECKS[key](value, variable)
 
 
 _read_environment()
@@ -139,6 +181,7 @@ def _operation() -> str:
 
 
 _enter = lib.guard_enter
+_enter_wait = lib.guard_enter_wait
 _leave = lib.guard_leave
 
 #: Passed to enter() by calls that may run while an unbuffered result is
@@ -156,6 +199,11 @@ class ConnectionGuard:
     the server and get "Commands out of sync".
     """
 
+    #: mutex mode keeps each thread's result of a shared cursor its own.
+    per_thread_results = False
+    #: mutex_scope="transaction": a thread keeps the connection until commit/rollback.
+    holds_transactions = False
+
     __slots__ = (
         "flags",
         "inside",
@@ -168,6 +216,7 @@ class ConnectionGuard:
         "pid",
         "site",
         "slot",
+        "statement",
     )
 
     def __init__(self, mode: str, site: str) -> None:
@@ -186,6 +235,8 @@ class ConnectionGuard:
         self.pending_site = ""
         #: Thread inside a cursor statement (its nested connection calls skip the guard).
         self.inside = 0
+        #: The statement last sent (for messages).
+        self.statement: Any = None
 
     # -- the calls -------------------------------------------------------------------------
 
@@ -337,6 +388,89 @@ class ConnectionGuard:
             f"'Commands out of sync'). Read its rows out or close that cursor first."
         )
 
+    def stats(self) -> dict[str, Any]:
+        """Counters of the guard: calls, waits, wait times, the thread inside now."""
+        slot = self.slot
+        holder = int(slot.busy)
+        since = int(slot.held_since_ns)
+        return {
+            "mode": self.mode,
+            "calls": int(slot.calls),
+            "waits": int(slot.waits),
+            "wait_total": slot.wait_ns_total / 1e9,
+            "wait_longest": slot.wait_ns_max / 1e9,
+            "holder": describe_thread(holder) if holder else None,
+            "held_for": (lib.guard_now_ns() - since) / 1e9 if holder and since else None,
+        }
+
+
+#: How long one wait in C lasts before Python gets a chance to run signal handlers.
+_WAIT_SLICE = 0.1
+
+
+class MutexGuard(ConnectionGuard):
+    """Mode 'mutex': a call waits its turn instead of failing (DB-API threadsafety 2).
+
+    The lock is the C slot's in-use word: waiting sleeps on a futex without
+    the GIL, in slices so that Ctrl-C still works.  An unbuffered result, and
+    with ``mutex_scope="transaction"`` an open transaction, keep it held.
+    """
+
+    per_thread_results = True
+
+    __slots__ = ("holds_transactions", "timeout", "txn_holder")
+
+    def __init__(self, mode: str, site: str, timeout: float | None, scope: str) -> None:
+        super().__init__(mode, site)
+        self.timeout = timeout
+        self.holds_transactions = scope == "transaction"  # type: ignore[misc]
+        self.txn_holder = 0
+
+    def enter(self, user: Any = None) -> None:
+        """Enter the connection, waiting while another thread is inside."""
+        rc = _enter_wait(self.slot, 0)
+        if rc:
+            self._wait(rc)
+        if self.pending is not None and user is not ANY_USER and self.pending() is not user:
+            _leave(self.slot)
+            raise self._pending_error()  # this thread's own unread rows: waiting cannot help
+
+    def _wait(self, rc: int) -> None:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while rc == lib.GUARD_BUSY:
+            wait = _WAIT_SLICE
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise self._timeout_error()
+            rc = _enter_wait(self.slot, int(wait * 1e9))
+        if rc:
+            raise self.refusal(rc)
+
+    def _timeout_error(self) -> LockTimeoutError:
+        stats = self.stats()
+        held = stats["held_for"]
+        return LockTimeoutError(
+            f"guarddb (mutex): {describe_thread(get_ident())} waited {self.timeout:g}s for "
+            f"{self._opened()}, held by {stats['holder'] or 'nobody any more'}"
+            f"{f' for {held:.3f}s' if held is not None else ''}, running {self.statement!r}. "
+            f"Raise mutex_timeout, make that statement shorter, or give this thread its "
+            f"own connection."
+        )
+
+    def hold_transaction(self, conn: Any) -> None:
+        """Inside the guard, after a statement: keep the connection while a transaction is open."""
+        me = get_ident()
+        if self.txn_holder != me and not conn.get_autocommit():
+            _enter(self.slot, 0)  # one level more, left at commit, rollback or close
+            self.txn_holder = me
+
+    def release_transaction(self) -> None:
+        """The transaction ended: let the other threads in."""
+        holder, self.txn_holder = self.txn_holder, 0
+        if holder and self.slot is not None:
+            lib.guard_release(self.slot, holder)
+
 
 class UncheckedGuard(ConnectionGuard):
     """Mode 'off': no checks; the socket is still neutered in a forked child."""
@@ -350,9 +484,14 @@ class UncheckedGuard(ConnectionGuard):
         """Nothing was entered."""
 
 
-def make_guard(mode: str, site: str) -> ConnectionGuard:
-    """The guard of a new connection in ``mode``, opened at ``site``."""
-    return UncheckedGuard(mode, site) if mode == "off" else ConnectionGuard(mode, site)
+def make_guard(chosen: dict[str, Any], site: str) -> ConnectionGuard:
+    """The guard of a new connection with these ``settings()``, opened at ``site``."""
+    mode = chosen["guard"]
+    if mode == "mutex":
+        return MutexGuard(mode, site, chosen["mutex_timeout"], chosen["mutex_scope"])
+    if mode == "off":
+        return UncheckedGuard(mode, site)
+    return ConnectionGuard(mode, site)
 
 
 def live_slots() -> int:
