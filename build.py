@@ -28,6 +28,7 @@ SLOT_FIELDS = """
 typedef struct guard_slot {
     uintptr_t busy;
     uintptr_t owner;
+    uint32_t waiters;
     uint64_t calls;
     uint64_t waits;
     uint64_t wait_ns_total;

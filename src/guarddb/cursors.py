@@ -295,26 +295,42 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
                 self._unpin()
         super()._discard()  # type: ignore[misc]
 
-    # The public fetches check; _fetch_row (which they call) reads the socket.
+    # The public fetches check; _fetch_row (which they call) reads the socket
+    # and notes when the rows are read out.  The connection is let go only
+    # when the public fetch returns: mysqlclient still calls into the
+    # connection after the last row (warning_count()).
+    _guard_read_out = False
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        return super().fetchone()  # type: ignore[misc]
+        try:
+            return super().fetchone()  # type: ignore[misc]
+        finally:
+            if self._guard_read_out:
+                self._unpin()
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
-        return super().fetchmany(size)  # type: ignore[misc]
+        try:
+            return super().fetchmany(size)  # type: ignore[misc]
+        finally:
+            if self._guard_read_out:
+                self._unpin()
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
-        return super().fetchall()  # type: ignore[misc]
+        try:
+            return super().fetchall()  # type: ignore[misc]
+        finally:
+            if self._guard_read_out:
+                self._unpin()
 
     def _fetch_row(self, size: int = 1) -> Any:
         result = self._result  # type: ignore[attr-defined]
@@ -326,10 +342,11 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
             self._unpin()  # the result is broken: nothing more will come of it
             raise
         if size == 0 or len(rows) < size:
-            self._unpin()  # read out: the connection is free again
+            self._guard_read_out = True
         return rows
 
     def _unpin(self) -> None:
+        self._guard_read_out = False
         db = self.connection  # type: ignore[attr-defined]
         if db is not None:
             guard = getattr(db, "_guard", UNGUARDED)

@@ -7,6 +7,7 @@ what happened, who owns the connection, where it was opened, what to do.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -42,6 +43,8 @@ ENV_MUTEX_SCOPE = "GUARDDB_MUTEX_SCOPE"
 _defaults: dict[str, Any] = {"guard": "exclusive", "mutex_timeout": None, "mutex_scope": "call"}
 
 get_ident = threading.get_ident
+
+_log = logging.getLogger("guarddb")
 
 #: Bumped in every child made by os.fork(): a cursor remembers the epoch it
 #: executed in, so a buffered fetch can spot a fork without calling into C.
@@ -438,6 +441,7 @@ class MutexGuard(ConnectionGuard):
     def _wait(self, rc: int) -> None:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while rc == lib.GUARD_BUSY:
+            self._release_for_ended_thread()
             wait = _WAIT_SLICE
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
@@ -446,6 +450,29 @@ class MutexGuard(ConnectionGuard):
             rc = _enter_wait(self.slot, int(wait * 1e9))
         if rc:
             raise self.refusal(rc)
+
+    def _release_for_ended_thread(self) -> None:
+        # A thread that ended while holding the connection for its transaction
+        # or its unread rows will never let go: do it for it, and say so.
+        holder = int(self.slot.busy)
+        if not holder or holder in threading._active:  # type: ignore[attr-defined]
+            return
+        what = None
+        if holder == self.txn_holder:
+            what, self.txn_holder = "an open transaction", 0
+        elif self.pending is not None and holder == self.pending_holder:
+            what = "unread rows"
+        if what is None:
+            return
+        _log.warning(
+            "guarddb (mutex): %s ended holding %s with %s; letting the other threads in",
+            describe_thread(holder),
+            self._opened(),
+            what,
+        )
+        if what == "unread rows":
+            self.unpin_result()
+        lib.guard_release(self.slot, holder)
 
     def _timeout_error(self) -> LockTimeoutError:
         stats = self.stats()
