@@ -11,6 +11,7 @@ import pytest
 import guarddb
 import guarddb.mutex
 from guarddb import ForkedConnectionError, GuardError, PendingResultError
+from guarddb._server import PrivateServer
 from guarddb.errors import LockTimeoutError
 
 from .helpers import Blocked, ChildError, in_forked_child, in_thread, wait_until
@@ -32,7 +33,7 @@ def start(fn, name="Waiter"):
         except BaseException as exc:
             box["error"] = exc
 
-    thread = threading.Thread(target=run, name=name)
+    thread = threading.Thread(target=run, name=name, daemon=True)  # a hang fails, not blocks
     thread.start()
     return thread, box
 
@@ -343,3 +344,24 @@ def test_a_transaction_left_open_by_an_ended_thread_does_not_hang_the_others(con
     in_thread(lambda: select(conn, 1), name="Forgetful")  # ends with its transaction open
     assert select(conn, 2) == ((2,),)
     assert "Forgetful" in caplog.text or "no longer running" in caplog.text
+
+
+def test_server_killed_while_one_thread_holds_and_others_wait():
+    with PrivateServer() as server:
+        conn = guarddb.connect(guard="mutex", **server.connect_args)
+        holder, holder_box = start(lambda: conn.cursor().execute("SELECT SLEEP(30)"), name="Holder")
+        wait_until(lambda: int(conn._guard.slot.busy) == holder.ident)  # inside SLEEP(30)
+        waiters = [start(lambda n=n: select(conn, n), name=f"Waiter-{n}") for n in range(3)]
+        wait_until(lambda: waiting(conn) == 3)
+        server.kill()
+        for thread, _ in [(holder, holder_box), *waiters]:
+            thread.join(30)
+            assert not thread.is_alive(), f"{thread.name} hangs"
+        assert isinstance(holder_box.get("error"), MySQLdb.OperationalError)
+        for _, box in waiters:  # an error, or a working connection, in turn
+            assert "result" in box or isinstance(box["error"], MySQLdb.OperationalError), box
+        server.start()
+        fresh = guarddb.connect(guard="mutex", **server.connect_args)
+        assert select(fresh, 1) == ((1,),)
+        fresh.close()
+        conn.close()
