@@ -320,7 +320,7 @@ def test_stress_sixteen_threads_one_connection(connect):
     def work(number):
         own = conn.cursor()
         barrier.wait()
-        for i in range(250):
+        for i in range(1000):
             cursor = shared if i % 2 else own
             try:
                 cursor.execute("SELECT %s, %s", (number, i))
@@ -336,7 +336,7 @@ def test_stress_sixteen_threads_one_connection(connect):
         thread.join(120)
     assert not any(thread.is_alive() for thread in threads)
     assert wrong == [] and errors == []
-    assert conn.guard_stats()["calls"] >= 16 * 250
+    assert conn.guard_stats()["calls"] >= 16 * 1000
 
 
 def test_a_transaction_left_open_by_an_ended_thread_does_not_hang_the_others(connect, caplog):
@@ -365,3 +365,48 @@ def test_server_killed_while_one_thread_holds_and_others_wait():
         assert select(fresh, 1) == ((1,),)
         fresh.close()
         conn.close()
+
+
+def test_process_defaults_for_the_mutex_keywords(connect):
+    try:
+        guarddb.set_defaults(guard="mutex", mutex_timeout=2.5, mutex_scope="transaction")
+        conn = connect()
+        assert conn.guard_mode == "mutex"
+        assert conn._guard.timeout == 2.5 and conn._guard.holds_transactions
+        assert connect(mutex_timeout=1)._guard.timeout == 1.0  # an explicit keyword wins
+    finally:
+        guarddb.set_defaults(guard="exclusive", mutex_timeout=None, mutex_scope="call")
+    with pytest.raises(TypeError, match="unknown keyword"):
+        guarddb.set_defaults(mutex_timeut=1)
+    with pytest.raises(ValueError, match="mutex_scope='statement'"):
+        guarddb.set_defaults(mutex_scope="statement")
+
+
+def test_mutex_settings_from_the_environment():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import guarddb.guard as g; print(g._defaults['mutex_timeout'], g._defaults['mutex_scope'])"
+    )
+    env = {**os.environ, "GUARDDB_MUTEX_TIMEOUT": "3", "GUARDDB_MUTEX_SCOPE": "transaction"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.split() == ["3.0", "transaction"], done.stderr
+    env["GUARDDB_MUTEX_TIMEOUT"] = "never"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "ValueError: GUARDDB_MUTEX_TIMEOUT='never'" in done.stderr
