@@ -19,10 +19,8 @@ _Base = _mysqldb_connections.Connection
 _SERVER_CALLS = (
     "begin",
     "change_user",
-    "discard_result",
     "dump_debug_info",
     "kill",
-    "next_result",
     "query",
     "read_query_result",
     "select_db",
@@ -32,9 +30,11 @@ _SERVER_CALLS = (
     "show_warnings",
     "shutdown",
     "stat",
-    "store_result",
-    "use_result",
 )
+
+
+# The calls mysqlclient's cursors make on every statement: wrapped without *args.
+_STATEMENT_CALLS = ("discard_result", "next_result", "store_result", "use_result")
 
 
 def _guarded(name: str) -> Callable[..., Any]:
@@ -50,12 +50,33 @@ def _guarded(name: str) -> Callable[..., Any]:
         finally:
             guard.leave()
 
-    _guarded_call.__name__ = name
-    _guarded_call.__qualname__ = f"Connection.{name}"
-    _guarded_call.__doc__ = unguarded.__doc__
+    return _named(_guarded_call, name, unguarded)
+
+
+def _guarded_no_args(name: str) -> Callable[..., Any]:
+    """The same for the calls mysqlclient's cursors make on every statement (no *args)."""
+    unguarded = getattr(_Base, name)
+
+    def _guarded_call(self: Connection) -> Any:
+        guard = self._guard
+        if guard.inside == get_ident():
+            return unguarded(self)
+        guard.enter(None)
+        try:
+            return unguarded(self)
+        finally:
+            guard.leave()
+
+    return _named(_guarded_call, name, unguarded)
+
+
+def _named(wrapper: Callable[..., Any], name: str, unguarded: Any) -> Callable[..., Any]:
+    wrapper.__name__ = name
+    wrapper.__qualname__ = f"Connection.{name}"
+    wrapper.__doc__ = unguarded.__doc__
     # Tracebacks and guarddb's messages name the call ("commit"), not the wrapper.
-    _guarded_call.__code__ = _guarded_call.__code__.replace(co_name=name)
-    return _guarded_call
+    wrapper.__code__ = wrapper.__code__.replace(co_name=name)
+    return wrapper
 
 
 class Connection(_Base):  # type: ignore[misc]
@@ -193,6 +214,8 @@ class Connection(_Base):  # type: ignore[misc]
 for _name in _SERVER_CALLS:
     if hasattr(_Base, _name):  # some calls exist in one mysqlclient version only
         setattr(Connection, _name, _guarded(_name))
+for _name in _STATEMENT_CALLS:
+    setattr(Connection, _name, _guarded_no_args(_name))
 del _name
 
 

@@ -56,6 +56,8 @@ class GuardedCursorMixIn:
     #: Thread and fork epoch of the last execute: a fetch compares against them.
     _guard_tid = 0
     _guard_epoch = -1
+    #: Unbuffered cursors hold the connection while their rows are unread.
+    _guard_pins_results = False
 
     def _statement(self, method: Any, *args: Any) -> Any:
         """Run a statement method of mysqlclient's inside the connection's guard."""
@@ -69,6 +71,7 @@ class GuardedCursorMixIn:
             if guard.per_thread_results:
                 self._guard_swap_state(me)
             self._guard_tid = me  # another thread's fetch now takes the slow path
+        self._guard_epoch = _guard.epoch
         guard.statement = args[0] if args else method.__name__
         # The connection calls mysqlclient makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
@@ -76,7 +79,8 @@ class GuardedCursorMixIn:
             return method(*args)
         finally:
             guard.inside = outer
-            self._after_statement(guard)
+            if self._guard_pins_results:
+                self._pin_if_pending(guard)
             if guard.holds_transactions:
                 guard.hold_transaction(db)
             guard.leave()
@@ -93,11 +97,6 @@ class GuardedCursorMixIn:
         if previous and previous in threading._active:  # type: ignore[attr-defined]
             states[previous] = {name: state.get(name) for name in _RESULT_STATE}
         state.update(states.pop(me, _FRESH_RESULT_STATE))
-
-    def _after_statement(self, guard: Any) -> None:
-        """Still inside the guard: record what a fetch checks against."""
-        self._guard_tid = get_ident()
-        self._guard_epoch = _guard.epoch
 
     def execute(self, query: Any, args: Any = None) -> Any:
         return self._statement(super().execute, query, args)  # type: ignore[misc]
@@ -181,8 +180,6 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     compares, no C call, no extra frame.
     """
 
-    # rownumber goes through __dict__: in mutex mode it is a per-thread
-    # property, and these methods only use it when the state is the caller's.
     # Each reads the cursor's state into locals *before* the check: a statement
     # of another thread marks the cursor first thing (``_statement``), so a
     # fetch that passes the check read state no other statement had touched.
@@ -194,7 +191,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
-        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
@@ -205,11 +202,11 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             return None
         except TypeError:
             return super().fetchone()  # type: ignore[misc]
-        self.__dict__["rownumber"] = number + 1
+        self.rownumber = number + 1
         return row
 
     def __next__(self) -> Any:
-        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
@@ -223,7 +220,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             raise StopIteration from None
         except TypeError:
             return super().__next__()  # type: ignore[misc]
-        self.__dict__["rownumber"] = number + 1
+        self.rownumber = number + 1
         return row
 
     def __iter__(self) -> Any:
@@ -234,7 +231,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
@@ -244,12 +241,12 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             return super().fetchmany(size)  # type: ignore[misc]
         end = number + (size or self.arraysize)  # type: ignore[attr-defined]
         result = rows[number:end]
-        self.__dict__["rownumber"] = end if end < count else count
+        self.rownumber = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        rows, number = self._rows, self.__dict__["rownumber"]  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
@@ -261,7 +258,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             result = rows[number:]
         else:
             result = rows
-        self.__dict__["rownumber"] = count
+        self.rownumber = count
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
@@ -278,8 +275,10 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     at the next execute or close, lets go (``unpin_result``).
     """
 
-    def _after_statement(self, guard: Any) -> None:
-        super()._after_statement(guard)
+    _guard_pins_results = True
+
+    def _pin_if_pending(self, guard: Any) -> None:
+        """Still inside the statement's guard: an unread result keeps it held."""
         if self._result is not None and guard.pending is None and guard.mode != "off":  # type: ignore[attr-defined]
             guard.pin_result(self, self._result)  # type: ignore[attr-defined]
 
@@ -390,6 +389,8 @@ class PerThreadResultsMixIn:
     The rows and these attributes are swapped per thread under the
     connection's lock (``_guard_swap_state``); reading one from a thread
     whose result is not the one in place waits its turn and reads its own.
+    Fetches run under the lock too: the attributes are properties, so the
+    lock-free check of the other modes would not hold here.
     """
 
     description = _per_thread_attribute("description")
@@ -398,6 +399,30 @@ class PerThreadResultsMixIn:
     lastrowid = _per_thread_attribute("lastrowid")
     rownumber = _per_thread_attribute("rownumber")
     warning_count = _per_thread_attribute("warning_count")
+
+    def fetchone(self) -> Any:
+        """Fetches a single row of this thread's result."""
+        return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
+
+    def fetchmany(self, size: int | None = None) -> Any:
+        """Fetch up to size rows of this thread's result."""
+        return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[attr-defined,misc]
+
+    def fetchall(self) -> Any:
+        """Fetches all remaining rows of this thread's result."""
+        return self._guard_fetch_slow(super().fetchall)  # type: ignore[attr-defined,misc]
+
+    def scroll(self, value: int, mode: str = "relative") -> None:
+        return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[attr-defined,misc]
+
+    def __iter__(self) -> Any:
+        return self._guard_fetch_slow(super().__iter__)  # type: ignore[attr-defined,misc]
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
 
 
 _FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__iter__", "__next__")
