@@ -183,3 +183,17 @@ def test_install_as_mysqldb(connect_args):
         "exceptions": "MySQLdb._exceptions",
         "guarded": True,
     }
+
+
+class QueryLoggingCursor(MySQLdb.cursors.Cursor):
+    """Overrides a private statement internal: guarddb must keep it."""
+
+    def _query(self, q):
+        self.logged = q
+        return super()._query(q)
+
+
+def test_user_override_of_statement_internals_is_kept(connect):
+    cursor = connect().cursor(QueryLoggingCursor)
+    cursor.execute("SELECT 1")
+    assert cursor.logged == b"SELECT 1" and cursor.fetchall() == ((1,),)

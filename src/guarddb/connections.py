@@ -217,6 +217,7 @@ for _name in _SERVER_CALLS:
 for _name in _STATEMENT_CALLS:
     setattr(Connection, _name, _guarded_no_args(_name))
 del _name
+cursors._GUARDED_QUERY = Connection.query
 
 
 def __getattr__(name: str) -> Any:
