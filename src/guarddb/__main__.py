@@ -67,7 +67,35 @@ def _parser() -> argparse.ArgumentParser:
         f"(default: ${_server_env()}, else a private MariaDB)",
     )
     demo.set_defaults(func=_demo)
+    bench = commands.add_parser(
+        "bench",
+        help="measure what the guard costs, side by side with plain mysqlclient",
+        description=(
+            "Time each workload (round trip, fetchone loop, iteration, fetchall, SSCursor, "
+            "executemany) with plain mysqlclient and with guarddb in every guard mode, "
+            "interleaved in one process, and print the median ratio guarded/plain with its "
+            "spread next to the targets; then mutex mode with 8 threads sharing a connection "
+            "against a threading.Lock around plain mysqlclient, and PyMySQL and "
+            "mysql-connector-python for reference. Exit code 0 whenever it ran: timings never "
+            "fail it. Uses a private MariaDB unless --dsn or "
+            f"${_server_env()} names a server."
+        ),
+    )
+    _bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import bench
+
+    bench.add_arguments(parser)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.run(args)
 
 
 def _positive_seconds(text: str) -> float:

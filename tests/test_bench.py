@@ -1,0 +1,170 @@
+"""``python -m guarddb bench --quick`` runs and reports everything; no timing is asserted.
+
+Benchmarks are not tests (issue 5): this only proves that the bench works, on
+the test session's server, and that its JSON and chart are written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+import guarddb
+from guarddb import bench
+from guarddb._server import ENV_DSN
+from guarddb.guard import MODES
+
+#: The quick bench takes a few seconds; this only stops a hang from stalling the suite.
+TIME_LIMIT = 300
+
+
+def dsn_of(connect_args: dict[str, Any]) -> str:
+    """A GUARDDB_TEST_DSN naming the server that ``connect_args`` reach."""
+    if "unix_socket" in connect_args:
+        query = {"user": connect_args.get("user", "root"), "db": connect_args["database"]}
+        if connect_args.get("password"):
+            query["password"] = connect_args["password"]
+        return f"unix://{quote(connect_args['unix_socket'])}?{urlencode(query)}"
+    password = connect_args.get("password")
+    credentials = quote(connect_args.get("user", "root"), safe="")
+    if password:
+        credentials += ":" + quote(password, safe="")
+    return (
+        f"mysql://{credentials}@{connect_args['host']}:{connect_args.get('port', 3306)}"
+        f"/{connect_args['database']}"
+    )
+
+
+def run_bench(cwd: str, *args: str, dsn: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m guarddb bench ARGS`` with the guarddb under test (against ``dsn``)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(guarddb.__file__)))
+    env = dict(os.environ)
+    env.pop(ENV_DSN, None)
+    if dsn is not None:
+        env[ENV_DSN] = dsn
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "guarddb", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(connect_args, tmp_path_factory):
+    """One quick bench with --plot and --json: (process, JSON report, chart path)."""
+    where = tmp_path_factory.mktemp("bench")
+    done = run_bench(
+        str(where), "--quick", "--plot", "tmp.png", "--json", "tmp.json", dsn=dsn_of(connect_args)
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    report = json.loads((where / "tmp.json").read_text())
+    return done, report, where / "tmp.png"
+
+
+def test_the_quick_bench_prints_every_workload_and_mode(quick_run):
+    done, report, _ = quick_run
+    out = done.stdout
+    sizes = bench.Sizes(**report["sizes"])
+    assert sizes == bench.QUICK
+    for workload in bench.WORKLOADS:
+        assert bench.describe_workload(workload, sizes) in out, workload.key
+    for mode in MODES:
+        # one table row per workload names the mode in its own column
+        rows = re.findall(rf"^\|[^|\n]*\| {mode}( \(uncontended\))? +\|", out, re.MULTILINE)
+        assert len(rows) == len(bench.WORKLOADS), (mode, out)
+    assert "threads share one connection" in out
+    assert "every call in one threading.Lock" in out
+    assert re.search(r"targets met: (all \d+|\d+ of \d+)", out), out
+    for label in ("PyMySQL", "mysql-connector-python"):
+        assert label in out  # measured, or said why not
+    assert "bench [" in done.stderr  # the progress line
+
+
+def _check_stats(stats: dict[str, Any], rounds: int, where: str) -> None:
+    for key in ("median", "q1", "q3", "min", "max"):
+        assert isinstance(stats[key], float) and math.isfinite(stats[key]), (where, key)
+        assert stats[key] > 0, (where, key)
+    assert stats["min"] <= stats["q1"] <= stats["median"] <= stats["q3"] <= stats["max"], where
+    assert len(stats["ratios"]) == rounds, where
+
+
+def test_the_json_has_every_number(quick_run):
+    _, report, _ = quick_run
+    rounds = report["rounds"]
+    assert rounds == bench.QUICK.rounds
+    assert report["quick"] is True
+    environment = report["environment"]
+    assert environment["guarddb"] == guarddb.__version__
+    for key in ("mysqlclient", "python", "server", "transport", "cpus"):
+        assert environment[key], key
+    assert set(report["workloads"]) == set(bench.WORKLOAD_KEYS)
+
+    assert set(report["modes"]) == set(MODES)
+    for mode in MODES:
+        assert set(report["modes"][mode]) == set(bench.WORKLOAD_KEYS), mode
+        for key, stats in report["modes"][mode].items():
+            _check_stats(stats, rounds, f"{mode}/{key}")
+            assert stats["target"] == bench.target(mode, key)
+            assert isinstance(stats["met"], bool)
+            assert len(stats["base_s"]) == len(stats["other_s"]) == rounds
+    assert report["targets"]["mutex"]["roundtrip"] == 1.05
+    assert report["targets"]["exclusive"]["fetchone"] == 1.15
+
+    contention = report["contention"]
+    _check_stats(contention, rounds, "contention")
+    assert contention["threads"] == 8
+    assert contention["guarddb_calls_per_s"] > 0
+    assert contention["plain_lock_calls_per_s"] > 0
+    assert contention["target"] == 1.0
+
+    assert set(report["reference"]) == set(bench.REFERENCES)
+    for name, entry in report["reference"].items():
+        if not entry["available"]:
+            assert entry["note"], name  # says why it was skipped
+            continue
+        assert entry["version"] and entry["implementation"], name
+        assert set(entry["workloads"]) == set(bench.WORKLOAD_KEYS), name
+        for key, stats in entry["workloads"].items():
+            if "error" not in stats:
+                _check_stats(stats, report["reference_rounds"], f"{name}/{key}")
+
+
+def test_the_chart_is_written(quick_run):
+    done, _, chart = quick_run
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "matplotlib" in done.stdout  # the bench said why there is no chart
+        pytest.skip("matplotlib is not installed (pip install 'guarddb[bench]'): no chart to check")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_bad_dsn_is_refused_without_running(tmp_path):
+    done = run_bench(str(tmp_path), "--quick", "--dsn", "ftp://nowhere")
+    assert done.returncode == 2
+    assert "mysql://" in done.stderr  # says which forms a DSN takes
+
+
+def test_summaries_of_ratios():
+    stats = bench.summarize([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (stats["min"], stats["q1"], stats["median"], stats["q3"], stats["max"]) == (
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+        5.0,
+    )
+    single = bench.summarize([1.25])
+    assert single["q1"] == single["median"] == single["q3"] == 1.25
