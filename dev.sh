@@ -55,7 +55,7 @@ make_venv() {
     # mysqlclient has no Linux wheels: pip builds it against libmariadb-dev.
     "$dir/bin/python" -m pip install -q "mysqlclient==$mysqlclient"
     "$dir/bin/python" -m pip install -q --force-reinstall --no-deps .
-    "$dir/bin/python" -m pip install -q ".[test]"
+    "$dir/bin/python" -m pip install -q ".[test,bench]"
 }
 
 run_demo() {

@@ -410,3 +410,26 @@ def test_mutex_settings_from_the_environment():
         check=False,
     )
     assert "ValueError: GUARDDB_MUTEX_TIMEOUT='never'" in done.stderr
+
+
+def test_results_of_ended_threads_are_not_kept(connect):
+    conn = connect(guard="mutex")
+    cursor = conn.cursor()
+    started, finish = threading.Barrier(11), threading.Event()
+
+    def run_and_wait():
+        cursor.execute("SELECT REPEAT('x', 10000)")
+        started.wait()
+        finish.wait(30)
+
+    threads = [threading.Thread(target=run_and_wait) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    select(conn, 1, cursor)  # puts the last thread's result aside
+    finish.set()
+    for thread in threads:
+        thread.join()
+    assert len(cursor.__dict__["_guard_states"]) == 10  # put aside while they were alive
+    in_thread(lambda: select(conn, 2, cursor))  # the next change of hands drops them
+    assert set(cursor.__dict__["_guard_states"]) == {threading.get_ident()}

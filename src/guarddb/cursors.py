@@ -103,7 +103,10 @@ class GuardedCursorMixIn:
         state = self.__dict__
         states = state.setdefault("_guard_states", {})
         previous, self._guard_tid = self._guard_tid, me
-        if previous and previous in threading._active:  # type: ignore[attr-defined]
+        alive = threading._active  # type: ignore[attr-defined]
+        for ended in [tid for tid in states if tid not in alive]:
+            del states[ended]  # results of threads that ended without coming back
+        if previous in alive:
             states[previous] = {name: state.get(name) for name in _RESULT_STATE}
         state.update(states.pop(me, _FRESH_RESULT_STATE))
 
