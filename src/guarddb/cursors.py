@@ -68,6 +68,12 @@ class GuardedCursorMixIn:
     #: Unbuffered cursors hold the connection while their rows are unread.
     _guard_pins_results = False
 
+    def __init__(self, connection: Any) -> None:
+        # In the instance's own dict from the start: the fast fetches read it directly.
+        self._guard_tid = 0
+        self._guard_epoch = -1
+        super().__init__(connection)  # type: ignore[call-arg]
+
     def _statement(self, method: Any, *args: Any) -> Any:
         """Run a statement method of mysqlclient's inside the connection's guard."""
         db = self.connection  # type: ignore[attr-defined]
@@ -238,17 +244,20 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     # of another thread marks the cursor first thing (``_statement``), so a
     # fetch that passes the check read state no other statement had touched.
     # get_ident() is called before the loads it is compared with, and nothing
-    # between the check and the store calls a function, so no other thread can
-    # run in between (CPython switches threads only at calls and loops).  A
-    # closed cursor (no rows) gets mysqlclient's own method, and its error.
+    # between the check and the store calls a Python function (the state is
+    # read and written through ``__dict__``, past mutex mode's per-thread
+    # properties), so no other thread can run in between: CPython switches
+    # threads only at calls and loops.  A closed cursor (no rows) gets
+    # mysqlclient's own method, and its error.
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not state["_executed"]:
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -256,17 +265,18 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             return None
         except TypeError:
             return super().fetchone()  # type: ignore[misc]
-        self.rownumber = number + 1
+        state["rownumber"] = number + 1
         return row
 
     def __next__(self) -> Any:
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
             return row
-        if not self._executed:  # type: ignore[attr-defined]
+        if not state["_executed"]:
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -274,7 +284,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             raise StopIteration from None
         except TypeError:
             return super().__next__()  # type: ignore[misc]
-        self.rownumber = number + 1
+        state["rownumber"] = number + 1
         return row
 
     def __iter__(self) -> Any:
@@ -285,26 +295,28 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
         count = 0 if rows is None else len(rows)
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not state["_executed"]:
             raise ProgrammingError("execute() first")
         if rows is None or number is None:
             return super().fetchmany(size)  # type: ignore[misc]
-        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
+        end = number + (size or state["arraysize"])
         result = rows[number:end]
-        self.rownumber = end if end < count else count
+        state["rownumber"] = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
         count = 0 if rows is None else len(rows)
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not state["_executed"]:
             raise ProgrammingError("execute() first")
         if rows is None:
             return super().fetchall()  # type: ignore[misc]
@@ -312,7 +324,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             result = rows[number:]
         else:
             result = rows
-        self.rownumber = count
+        state["rownumber"] = count
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
@@ -359,13 +371,20 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
+        # mysqlclient's own, inlined: it runs once per row.
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        try:
-            return super().fetchone()  # type: ignore[misc]
-        finally:
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
+        rows = self._fetch_row(1)
+        if not rows:
+            if _SETS_WARNING_COUNT:
+                self.warning_count = _c_connection.warning_count(self._get_db())  # type: ignore[attr-defined]
             if self._guard_read_out:
                 self._unpin()
+            return None
+        self.rownumber = self.rownumber + 1  # type: ignore[attr-defined]
+        return rows[0]
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
@@ -446,8 +465,8 @@ class PerThreadResultsMixIn:
     The rows and these attributes are swapped per thread under the
     connection's lock (``_guard_swap_state``); reading one from a thread
     whose result is not the one in place waits its turn and reads its own.
-    Fetches run under the lock too: the attributes are properties, so the
-    lock-free check of the other modes would not hold here.
+    The fast fetches read the state through ``__dict__``, past these
+    properties: they only do so when the state in place is the caller's.
     """
 
     description = _per_thread_attribute("description")
@@ -456,30 +475,6 @@ class PerThreadResultsMixIn:
     lastrowid = _per_thread_attribute("lastrowid")
     rownumber = _per_thread_attribute("rownumber")
     warning_count = _per_thread_attribute("warning_count")
-
-    def fetchone(self) -> Any:
-        """Fetches a single row of this thread's result."""
-        return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
-
-    def fetchmany(self, size: int | None = None) -> Any:
-        """Fetch up to size rows of this thread's result."""
-        return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[attr-defined,misc]
-
-    def fetchall(self) -> Any:
-        """Fetches all remaining rows of this thread's result."""
-        return self._guard_fetch_slow(super().fetchall)  # type: ignore[attr-defined,misc]
-
-    def scroll(self, value: int, mode: str = "relative") -> None:
-        return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[attr-defined,misc]
-
-    def __iter__(self) -> Any:
-        return self._guard_fetch_slow(super().__iter__)  # type: ignore[attr-defined,misc]
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
 
 
 _FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__iter__", "__next__")
