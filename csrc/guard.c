@@ -205,6 +205,8 @@ int guard_enter(guard_slot *slot, int flags)
         return GUARD_NOT_OWNER;
     if (CAS(&slot->busy, &expected, me)) {
         got_in(slot, me);
+        if (flags & GUARD_TIMED)
+            slot->held_since_ns = guard_now_ns();
         return GUARD_OK;
     }
     if (expected == me) {
@@ -217,12 +219,9 @@ int guard_enter(guard_slot *slot, int flags)
 int guard_enter_wait(guard_slot *slot, int64_t timeout_ns)
 {
     uintptr_t me = self_id();
-    int rc = guard_enter(slot, 0);
-    if (rc != GUARD_BUSY) {
-        if (rc == GUARD_OK && LOAD(&slot->depth) == 1)
-            slot->held_since_ns = guard_now_ns();
+    int rc = guard_enter(slot, GUARD_TIMED);
+    if (rc != GUARD_BUSY)
         return rc;
-    }
     uint64_t start = guard_now_ns();
     uint64_t deadline = start + (uint64_t)(timeout_ns > 0 ? timeout_ns : 0);
     for (;;) {

@@ -22,6 +22,7 @@
 
 /* Flags of guard_enter(). */
 #define GUARD_STRICT 1 /* only the owner may enter */
+#define GUARD_TIMED 2  /* note when the holder got in (mutex mode's held_since_ns) */
 
 /* cffi:end */
 

@@ -26,6 +26,8 @@ from .errors import GuardError, ThreadOwnershipError
 get_ident = _guard.get_ident
 
 _c_connection = _mysql.connection
+_c_enter = _guard.lib.guard_enter
+_c_leave = _guard.lib.guard_leave
 _MySQLdbConnection = _mysqldb_connections.Connection
 #: mysqlclient 2.3 cursors have warning_count; 2.2 ones do not set it in _query.
 _SETS_WARNING_COUNT = "warning_count" in _mc.BaseCursor._query.__code__.co_names
@@ -80,7 +82,13 @@ class GuardedCursorMixIn:
         if db is None:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
-        guard.enter(self)
+        flags = guard.flags
+        if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
+            rc = _c_enter(guard.slot, flags)
+            if rc:
+                guard.refused(rc)
+            if guard.pending is not None:
+                guard.check_pending(self)
         me = get_ident()
         if self._guard_tid != me:
             if guard.per_thread_results:
@@ -98,7 +106,8 @@ class GuardedCursorMixIn:
                 self._pin_if_pending(guard)
             if guard.holds_transactions:
                 guard.hold_transaction(db)
-            guard.leave()
+            if flags >= 0:
+                _c_leave(guard.slot)
 
     def _guard_swap_state(self, me: int) -> None:
         """mutex mode: put the last thread's result aside and bring back this thread's.
@@ -244,20 +253,18 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     # of another thread marks the cursor first thing (``_statement``), so a
     # fetch that passes the check read state no other statement had touched.
     # get_ident() is called before the loads it is compared with, and nothing
-    # between the check and the store calls a Python function (the state is
-    # read and written through ``__dict__``, past mutex mode's per-thread
-    # properties), so no other thread can run in between: CPython switches
-    # threads only at calls and loops.  A closed cursor (no rows) gets
-    # mysqlclient's own method, and its error.
+    # between the check and the store calls a Python function, so no other
+    # thread can run in between: CPython switches threads only at calls and
+    # loops.  A closed cursor (no rows) gets mysqlclient's own method, and its
+    # error.  (PerThreadStoreResultMixIn has the same over ``__dict__``.)
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -265,18 +272,17 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             return None
         except TypeError:
             return super().fetchone()  # type: ignore[misc]
-        state["rownumber"] = number + 1
+        self.rownumber = number + 1
         return row
 
     def __next__(self) -> Any:
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
             return row
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -284,7 +290,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             raise StopIteration from None
         except TypeError:
             return super().__next__()  # type: ignore[misc]
-        state["rownumber"] = number + 1
+        self.rownumber = number + 1
         return row
 
     def __iter__(self) -> Any:
@@ -295,28 +301,26 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         if rows is None or number is None:
             return super().fetchmany(size)  # type: ignore[misc]
-        end = number + (size or state["arraysize"])
+        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
         result = rows[number:end]
-        state["rownumber"] = end if end < count else count
+        self.rownumber = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
+        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         if rows is None:
             return super().fetchall()  # type: ignore[misc]
@@ -324,7 +328,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
             result = rows[number:]
         else:
             result = rows
-        state["rownumber"] = count
+        self.rownumber = count
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
@@ -477,6 +481,90 @@ class PerThreadResultsMixIn:
     warning_count = _per_thread_attribute("warning_count")
 
 
+class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
+    """mutex mode, buffered cursors: the fast fetches over ``__dict__``.
+
+    The same as :class:`GuardedStoreResultMixIn`'s, reading and writing the
+    state through ``__dict__``: past the per-thread properties, which are
+    Python calls (points where another thread could run) and would break
+    the lock-free check.  Only used here: going through ``__dict__`` turns
+    an object's attributes into a plain dict, which slows every other
+    attribute access of an ordinary cursor.
+    """
+
+    def fetchone(self) -> Any:
+        """Fetches a single row from the cursor. None indicates that
+        no more rows are available."""
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
+        if not state["_executed"]:
+            raise ProgrammingError("execute() first")
+        try:
+            row = rows[number]
+        except IndexError:
+            return None
+        except TypeError:
+            return super().fetchone()  # type: ignore[misc]
+        state["rownumber"] = number + 1
+        return row
+
+    def __next__(self) -> Any:
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+            row = self._guard_fetch_slow(self.fetchone)
+            if row is None:
+                raise StopIteration
+            return row
+        if not state["_executed"]:
+            raise ProgrammingError("execute() first")
+        try:
+            row = rows[number]
+        except IndexError:
+            raise StopIteration from None
+        except TypeError:
+            return super().__next__()  # type: ignore[misc]
+        state["rownumber"] = number + 1
+        return row
+
+    def fetchmany(self, size: int | None = None) -> Any:
+        """Fetch up to size rows from the cursor. Result set may be smaller
+        than size. If size is not defined, cursor.arraysize is used."""
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
+        count = 0 if rows is None else len(rows)
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
+        if not state["_executed"]:
+            raise ProgrammingError("execute() first")
+        if rows is None or number is None:
+            return super().fetchmany(size)  # type: ignore[misc]
+        end = number + (size or state["arraysize"])
+        result = rows[number:end]
+        state["rownumber"] = end if end < count else count
+        return result
+
+    def fetchall(self) -> Any:
+        """Fetches all available rows from the cursor."""
+        state = self.__dict__
+        rows, number = state["_rows"], state["rownumber"]
+        count = 0 if rows is None else len(rows)
+        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
+        if not state["_executed"]:
+            raise ProgrammingError("execute() first")
+        if rows is None:
+            return super().fetchall()  # type: ignore[misc]
+        if number:
+            result = rows[number:]
+        else:
+            result = rows
+        state["rownumber"] = count
+        return result
+
+
 _FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__iter__", "__next__")
 _STATEMENT_INTERNALS = ("_query", "_discard", "_get_result")
 
@@ -506,9 +594,12 @@ def guarded_class(cls: type, per_thread_results: bool = False) -> type:
         if issubclass(cls, PerThreadResultsMixIn):
             return cls
         guarded = guarded_class(cls)
-        return type(
-            guarded.__name__, (PerThreadResultsMixIn, guarded), {"__module__": cls.__module__}
+        mixin = (
+            PerThreadStoreResultMixIn
+            if issubclass(cls, _mc.CursorStoreResultMixIn)
+            else PerThreadResultsMixIn
         )
+        return type(guarded.__name__, (mixin, guarded), {"__module__": cls.__module__})
     if issubclass(cls, GuardedCursorMixIn):
         return cls
     if not issubclass(cls, _mc.BaseCursor):

@@ -251,8 +251,17 @@ class ConnectionGuard:
         """
         rc = _enter(self.slot, self.flags)
         if rc:
-            raise self.refusal(rc)
-        if self.pending is not None and user is not ANY_USER and self.pending() is not user:
+            self.refused(rc)
+        if self.pending is not None:
+            self.check_pending(user)
+
+    def refused(self, rc: int) -> None:
+        """The C guard said no (``rc``): raise the mode's error (mutex mode waits instead)."""
+        raise self.refusal(rc)
+
+    def check_pending(self, user: Any) -> None:
+        """Just entered: refuse ``user`` if another cursor's unbuffered rows are unread."""
+        if user is not ANY_USER and self.pending is not None and self.pending() is not user:
             _leave(self.slot)
             raise self._pending_error()
 
@@ -425,18 +434,14 @@ class MutexGuard(ConnectionGuard):
 
     def __init__(self, mode: str, site: str, timeout: float | None, scope: str) -> None:
         super().__init__(mode, site)
+        self.flags = lib.GUARD_TIMED  # note when each holder got in (for messages, stats)
         self.timeout = timeout
         self.holds_transactions = scope == "transaction"  # type: ignore[misc]
         self.txn_holder = 0
 
-    def enter(self, user: Any = None) -> None:
-        """Enter the connection, waiting while another thread is inside."""
-        rc = _enter_wait(self.slot, 0)
-        if rc:
-            self._wait(rc)
-        if self.pending is not None and user is not ANY_USER and self.pending() is not user:
-            _leave(self.slot)
-            raise self._pending_error()  # this thread's own unread rows: waiting cannot help
+    def refused(self, rc: int) -> None:
+        """Another thread is inside: wait for it (the base enter() then checks pending rows)."""
+        self._wait(rc)
 
     def _wait(self, rc: int) -> None:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -503,6 +508,10 @@ class UncheckedGuard(ConnectionGuard):
     """Mode 'off': no checks; the socket is still neutered in a forked child."""
 
     __slots__ = ()
+
+    def __init__(self, mode: str, site: str) -> None:
+        super().__init__(mode, site)
+        self.flags = -1  # statements skip the C guard altogether
 
     def enter(self, user: Any = None) -> None:
         """Nothing is checked."""
