@@ -375,20 +375,35 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
-        # mysqlclient's own, inlined: it runs once per row.
+        # mysqlclient's own, with _fetch_row(1) inlined: it runs once per row.
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
-        rows = self._fetch_row(1)
+        result = self._result  # type: ignore[attr-defined]
+        if not result:
+            return self._no_more_rows()
+        try:
+            rows = result.fetch_row(1, self._fetch_type)  # type: ignore[attr-defined]
+        except _mc.MySQLError:
+            self._unpin()  # the result is broken: nothing more will come of it
+            raise
         if not rows:
-            if _SETS_WARNING_COUNT:
-                self.warning_count = _c_connection.warning_count(self._get_db())  # type: ignore[attr-defined]
-            if self._guard_read_out:
-                self._unpin()
-            return None
+            return self._no_more_rows()
         self.rownumber = self.rownumber + 1  # type: ignore[attr-defined]
         return rows[0]
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def _no_more_rows(self) -> None:
+        """fetchone() found the end: the connection is free again."""
+        if _SETS_WARNING_COUNT:
+            self.warning_count = _c_connection.warning_count(self._get_db())  # type: ignore[attr-defined]
+        self._unpin()
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
