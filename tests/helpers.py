@@ -75,6 +75,16 @@ def in_thread(fn: Callable[[], Any], name: str = "Other") -> Any:
     return box.get("result")
 
 
+def run_threads(target: Callable[[int], Any], count: int, timeout: float = 120.0) -> None:
+    """Run ``target(n)`` in ``count`` threads at once and wait for all; a hang fails."""
+    threads = [threading.Thread(target=target, args=(n,), daemon=True) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+
+
 def in_forked_child(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
     """Run ``fn`` in an os.fork() child; return what it returned (JSON), or raise on death/hang.
 

@@ -14,7 +14,14 @@ from guarddb import ForkedConnectionError, GuardError, PendingResultError
 from guarddb._server import PrivateServer
 from guarddb.errors import LockTimeoutError
 
-from .helpers import Blocked, ChildError, in_forked_child, in_thread, wait_until
+from .helpers import (
+    Blocked,
+    ChildError,
+    in_forked_child,
+    in_thread,
+    run_threads,
+    wait_until,
+)
 
 DISCONNECT_CODES = {2006, 2013, 2014, 2045, 2055, 1927, 4031}
 
@@ -64,11 +71,7 @@ def test_shared_cursor_gives_every_thread_its_own_results(connect):
             except Exception as exc:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_threads(work, 8)
     assert not wrong[:5] and not errors[:5]
     assert conn.guard_stats()["waits"] > 0  # they really did share it
 
@@ -89,11 +92,7 @@ def test_each_thread_keeps_its_lastrowid(connect):
             mine.append(cursor.lastrowid)
         seen[who] = mine
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_threads(work, 4)
     setup.execute("SELECT id, who FROM t")
     owner = dict(setup.fetchall())
     assert all(owner[row_id] == who for who, ids in seen.items() for row_id in ids)
@@ -329,12 +328,7 @@ def test_stress_sixteen_threads_one_connection(connect):
             except Exception as exc:
                 errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in threads)
+    run_threads(work, 16)
     assert wrong == [] and errors == []
     assert conn.guard_stats()["calls"] >= 16 * 1000
 
