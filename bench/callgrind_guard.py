@@ -7,8 +7,8 @@ Runs a tiny Python loop under ``valgrind --tool=callgrind`` twice, with N and
 
 * ``enter/leave``: ``lib.guard_enter(slot, 0)`` + ``lib.guard_leave(slot)``
   (exclusive mode's pair, and strict's with ``GUARD_STRICT``);
-* ``enter_wait/leave``: ``lib.guard_enter_wait(slot, 0)`` + ``lib.guard_leave(slot)``
-  (mutex mode, uncontended);
+* ``mutex``: ``lib.guard_enter(slot, GUARD_TIMED)`` + ``lib.guard_leave(slot)``
+  (mutex mode uncontended: it waits, in another call, only when that enter says busy);
 * an empty loop, to take the interpreter's loop out of the whole-loop figure.
 
 Subtracting the N run from the 2N run and dividing by N removes everything
@@ -18,8 +18,8 @@ done once (start-up, imports, the slot) and leaves exact per-pair counts:
   (``guard_enter`` + ``guard_leave``, with what they call: ``pthread_self``,
   the clock for mutex mode's hold time);
 * **through cffi**: the inclusive instructions of cffi's wrappers
-  (``_cffi_f_guard_*``: argument conversion, releasing and retaking the GIL,
-  the guard);
+  (``_cffi_f_guard_*``: argument conversion, errno and the guard; built
+  by build.py to keep the GIL);
 * **from Python**: the whole loop iteration minus the empty loop's (the two
   calls as Python code makes them, attribute lookups and all).
 
@@ -70,9 +70,9 @@ def strict(slot, n, enter=lib.guard_enter, leave=lib.guard_leave, flags=lib.GUAR
         leave(slot)
 
 
-def enter_wait(slot, n, enter_wait=lib.guard_enter_wait, leave=lib.guard_leave):
+def mutex(slot, n, enter=lib.guard_enter, leave=lib.guard_leave, flags=lib.GUARD_TIMED):
     for _ in range(n):
-        enter_wait(slot, 0)
+        enter(slot, flags)
         leave(slot)
 
 
@@ -82,7 +82,7 @@ def empty(slot, n):
 
 
 slot = lib.guard_slot_new()
-{"enter": enter, "strict": strict, "enter_wait": enter_wait, "empty": empty}[case](slot, n)
+{"enter": enter, "strict": strict, "mutex": mutex, "empty": empty}[case](slot, n)
 if slot.busy != 0 or slot.calls != (0 if case == "empty" else n):
     raise SystemExit(f"the guard did not see {n} enter/leave pairs: {slot.calls}")
 lib.guard_slot_free(slot)
@@ -91,13 +91,13 @@ lib.guard_slot_free(slot)
 CASES = {
     "enter": ("guard_enter", "guard_leave"),
     "strict": ("guard_enter", "guard_leave"),
-    "enter_wait": ("guard_enter_wait", "guard_leave"),
+    "mutex": ("guard_enter", "guard_leave"),
     "empty": (),
 }
 TITLES = {
     "enter": "guard_enter(slot, 0) + guard_leave  (exclusive)",
     "strict": "guard_enter(slot, GUARD_STRICT) + guard_leave  (strict)",
-    "enter_wait": "guard_enter_wait(slot, 0) + guard_leave  (mutex, uncontended)",
+    "mutex": "guard_enter(slot, GUARD_TIMED) + guard_leave  (mutex, uncontended)",
 }
 
 
@@ -226,7 +226,7 @@ def report(results: dict[str, Any], extension: str) -> str:
     lines += [
         "",
         "C guard: inclusive instructions of the guard functions; through cffi: of cffi's "
-        "wrappers (arguments, GIL release and retake, the guard); from Python: the loop "
+        "wrappers (arguments, errno, the guard; they keep the GIL); from Python: the loop "
         f"iteration minus an empty loop's ({results['empty_loop_per_iteration']:.1f}).",
     ]
     return "\n".join(lines)

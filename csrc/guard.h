@@ -68,10 +68,6 @@ int guard_forked(guard_slot *slot);
 
 /* Enter the connection: GUARD_OK (nested enters of one thread count), or why not. */
 int guard_enter(guard_slot *slot, int flags);
-/* Mutex mode: enter, waiting (without the GIL: cffi releases it) up to
-   timeout_ns for the thread inside to leave.  GUARD_OK, GUARD_BUSY if still
-   not in (the caller waits again, or gives up), or GUARD_FORKED. */
-int guard_enter_wait(guard_slot *slot, int64_t timeout_ns);
 /* Leave it (the last of nested enters lets other threads in). */
 void guard_leave(guard_slot *slot);
 /* Leave on behalf of `holder`, from any thread (an unread result dropped by the
@@ -90,5 +86,11 @@ uint64_t guard_generation(void);
 long guard_live_slots(void);
 
 /* cffi:end */
+
+/* Mutex mode: enter, waiting up to timeout_ns for the thread inside to leave.
+   GUARD_OK, GUARD_BUSY if still not in (the caller waits again, or gives up),
+   or GUARD_FORKED.  It blocks: Python calls it through build.py's wrapper,
+   which releases the GIL around it. */
+int guard_enter_wait(guard_slot *slot, int64_t timeout_ns);
 
 #endif

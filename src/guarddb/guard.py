@@ -184,7 +184,7 @@ def _operation() -> str:
 
 
 _enter = lib.guard_enter
-_enter_wait = lib.guard_enter_wait
+_enter_wait = lib.guard_enter_wait_without_gil
 _leave = lib.guard_leave
 
 #: Passed to enter() by calls that may run while an unbuffered result is
