@@ -530,6 +530,42 @@ class PerThreadResultsMixIn:
     rownumber = _per_thread_attribute("rownumber")
     warning_count = _per_thread_attribute("warning_count")
 
+    # A statement writes these a dozen times; inside it the state in place is
+    # the calling thread's, so the per-statement internals write it through
+    # ``__dict__``, not through the properties (each a Python call).  The same
+    # code as GuardedCursorMixIn._query and mysqlclient's _do_get_result.
+
+    def _query(self, q: Any) -> Any:
+        db = self._get_db()  # type: ignore[attr-defined]
+        state = self.__dict__
+        state["_result"] = None
+        if _SETS_WARNING_COUNT:
+            state["warning_count"] = 0
+        state["rowcount"] = None
+        state["lastrowid"] = None
+        if type(db).query is _GUARDED_QUERY:
+            _MySQLdbConnection.query(db, q)
+        else:
+            db.query(q)
+        self._do_get_result(db)
+        self._post_get_result()  # type: ignore[attr-defined]
+        state["_executed"] = q
+        return state["rowcount"]
+
+    def _do_get_result(self, db: Any) -> None:
+        state = self.__dict__
+        state["_result"] = result = self._get_result()  # type: ignore[attr-defined]
+        if result is None:
+            state["description"] = state["description_flags"] = None
+        else:
+            state["description"] = result.describe()
+            state["description_flags"] = result.field_flags()
+        if _SETS_WARNING_COUNT:
+            state["warning_count"] = db.warning_count()
+        state["rowcount"] = db.affected_rows()
+        state["rownumber"] = 0
+        state["lastrowid"] = db.insert_id()
+
 
 class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
     """mutex mode, buffered cursors: the fast fetches over ``__dict__``.
