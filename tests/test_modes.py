@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import MySQLdb
 import pytest
 
 import guarddb
 from guarddb import ConcurrentUseError, PendingResultError, ThreadOwnershipError
 
-from .helpers import Blocked, in_thread
+from .helpers import Blocked, in_thread, run_python
 
 
 def rows(conn, sql="SELECT 1", args=None):
@@ -178,23 +174,12 @@ def test_set_default_mode(connect):
     assert connect().guard_mode == "exclusive"
 
 
-def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_environment_sets_the_default_mode():
-    done = _python("import guarddb; print(guarddb.default_mode())", GUARDDB_MODE="strict")
+    done = run_python("import guarddb; print(guarddb.default_mode())", GUARDDB_MODE="strict")
     assert done.stdout.strip() == "strict", done.stderr
 
 
 def test_unknown_mode_in_the_environment_is_a_value_error():
-    done = _python("import guarddb", GUARDDB_MODE="sloppy")
+    done = run_python("import guarddb", GUARDDB_MODE="sloppy")
     assert done.returncode != 0
     assert "ValueError: GUARDDB_MODE='sloppy' is not a guarddb mode" in done.stderr

@@ -19,6 +19,7 @@ from .helpers import (
     ChildError,
     in_forked_child,
     in_thread,
+    run_python,
     run_threads,
     wait_until,
 )
@@ -377,32 +378,12 @@ def test_process_defaults_for_the_mutex_keywords(connect):
 
 
 def test_mutex_settings_from_the_environment():
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import guarddb.guard as g; print(g._defaults['mutex_timeout'], g._defaults['mutex_scope'])"
     )
-    env = {**os.environ, "GUARDDB_MUTEX_TIMEOUT": "3", "GUARDDB_MUTEX_SCOPE": "transaction"}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python(code, GUARDDB_MUTEX_TIMEOUT="3", GUARDDB_MUTEX_SCOPE="transaction")
     assert done.stdout.split() == ["3.0", "transaction"], done.stderr
-    env["GUARDDB_MUTEX_TIMEOUT"] = "never"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python(code, GUARDDB_MUTEX_TIMEOUT="never")
     assert "ValueError: GUARDDB_MUTEX_TIMEOUT='never'" in done.stderr
 
 
