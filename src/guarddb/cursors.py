@@ -35,14 +35,14 @@ _SETS_WARNING_COUNT = "warning_count" in _mc.BaseCursor._query.__code__.co_names
 #: not the other way round).
 _GUARDED_QUERY: Any = None
 
-#: What a statement leaves in a cursor: in mutex mode each thread has its own.
+#: What a statement leaves in a cursor, as mutex mode stores it: each thread has its own.
 _FRESH_RESULT_STATE = {
-    "description": None,
-    "description_flags": None,
-    "rowcount": 0,
-    "lastrowid": None,
-    "rownumber": None,
-    "warning_count": 0,
+    "_pt_description": None,
+    "_pt_description_flags": None,
+    "_pt_rowcount": 0,
+    "_pt_lastrowid": None,
+    "_pt_rownumber": None,
+    "_pt_warning_count": 0,
     "_executed": None,
     "_result": None,
     "_rows": None,
@@ -153,15 +153,15 @@ class GuardedCursorMixIn:
         Runs inside the guard.  ``_guard_tid`` changes first, so a fetch by the
         thread whose state goes aside takes the slow path and waits.
         """
-        state = self.__dict__
-        states = state.setdefault("_guard_states", {})
+        states = self._guard_states
         previous, self._guard_tid = self._guard_tid, me
         alive = threading._active  # type: ignore[attr-defined]
         for ended in [tid for tid in states if tid not in alive]:
             del states[ended]  # results of threads that ended without coming back
         if previous in alive:
-            states[previous] = {name: state.get(name) for name in _RESULT_STATE}
-        state.update(states.pop(me, _FRESH_RESULT_STATE))
+            states[previous] = {name: getattr(self, name, None) for name in _RESULT_STATE}
+        for name, value in states.pop(me, _FRESH_RESULT_STATE).items():
+            setattr(self, name, value)
 
     # mysqlclient's per-statement internals, re-implemented with its exact
     # behaviour: inside a statement the guard is held already, so they call the
@@ -500,17 +500,31 @@ class SSDictCursor(GuardedUseResultMixIn, _mc.SSDictCursor):
 
 
 def _per_thread_attribute(name: str) -> property:
-    """A result attribute that reads the calling thread's own value (mutex mode)."""
+    """A result attribute that reads the calling thread's own value (mutex mode).
+
+    The value lives in the slot ``_pt_<name>`` of :class:`PerThreadResultsMixIn`.
+    """
+    slot = f"_pt_{name}"
 
     def read(self: Any) -> Any:
         if get_ident() == self._guard_tid or not self._guard_tid:
-            return self.__dict__.get(name)
-        return self._guard_fetch_slow(self.__dict__.get, name)  # waits, brings its state back
+            return getattr(self, slot)
+        return self._guard_fetch_slow(getattr, self, slot)  # waits, brings its state back
 
     def write(self: Any, value: Any) -> None:
-        self.__dict__[name] = value
+        setattr(self, slot, value)
 
     return property(read, write, doc=f"The calling thread's own ``{name}`` (mutex mode).")
+
+
+_PER_THREAD_ATTRIBUTES = (
+    "description",
+    "description_flags",
+    "rowcount",
+    "lastrowid",
+    "rownumber",
+    "warning_count",
+)
 
 
 class PerThreadResultsMixIn:
@@ -522,6 +536,15 @@ class PerThreadResultsMixIn:
     The fast fetches read the state through ``__dict__``, past these
     properties: they only do so when the state in place is the caller's.
     """
+
+    # Slots, not __dict__: the internals and the fast fetches below use them
+    # directly (C-level, no Python call), and a cursor's attributes keep the
+    # fast layout that touching __dict__ would give up.
+    __slots__ = tuple(f"_pt_{name}" for name in _PER_THREAD_ATTRIBUTES)
+
+    def __init__(self, connection: Any) -> None:
+        self._guard_states: dict[int, dict[str, Any]] = {}  # thread -> its result, put aside
+        super().__init__(connection)  # type: ignore[call-arg]
 
     description = _per_thread_attribute("description")
     description_flags = _per_thread_attribute("description_flags")
@@ -537,55 +560,51 @@ class PerThreadResultsMixIn:
 
     def _query(self, q: Any) -> Any:
         db = self._get_db()  # type: ignore[attr-defined]
-        state = self.__dict__
-        state["_result"] = None
+        self._result = None
         if _SETS_WARNING_COUNT:
-            state["warning_count"] = 0
-        state["rowcount"] = None
-        state["lastrowid"] = None
+            self._pt_warning_count = 0
+        self._pt_rowcount = None
+        self._pt_lastrowid = None
         if type(db).query is _GUARDED_QUERY:
             _MySQLdbConnection.query(db, q)
         else:
             db.query(q)
         self._do_get_result(db)
         self._post_get_result()  # type: ignore[attr-defined]
-        state["_executed"] = q
-        return state["rowcount"]
+        self._executed = q
+        return self._pt_rowcount
 
     def _do_get_result(self, db: Any) -> None:
-        state = self.__dict__
-        state["_result"] = result = self._get_result()  # type: ignore[attr-defined]
+        self._result = result = self._get_result()  # type: ignore[attr-defined]
         if result is None:
-            state["description"] = state["description_flags"] = None
+            self._pt_description = self._pt_description_flags = None
         else:
-            state["description"] = result.describe()
-            state["description_flags"] = result.field_flags()
+            self._pt_description = result.describe()
+            self._pt_description_flags = result.field_flags()
         if _SETS_WARNING_COUNT:
-            state["warning_count"] = db.warning_count()
-        state["rowcount"] = db.affected_rows()
-        state["rownumber"] = 0
-        state["lastrowid"] = db.insert_id()
+            self._pt_warning_count = db.warning_count()
+        self._pt_rowcount = db.affected_rows()
+        self._pt_rownumber = 0
+        self._pt_lastrowid = db.insert_id()
 
 
 class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
-    """mutex mode, buffered cursors: the fast fetches over ``__dict__``.
+    """mutex mode, buffered cursors: the fast fetches over the per-thread slots.
 
-    The same as :class:`GuardedStoreResultMixIn`'s, reading and writing the
-    state through ``__dict__``: past the per-thread properties, which are
-    Python calls (points where another thread could run) and would break
-    the lock-free check.  Only used here: going through ``__dict__`` turns
-    an object's attributes into a plain dict, which slows every other
-    attribute access of an ordinary cursor.
+    The same as :class:`GuardedStoreResultMixIn`'s, with ``rownumber`` read
+    and written in its slot: past the per-thread property, a Python call (a
+    point where another thread could run) that would break the lock-free check.
     """
+
+    __slots__ = ()
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -593,18 +612,17 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
             return None
         except TypeError:
             return super().fetchone()  # type: ignore[misc]
-        state["rownumber"] = number + 1
+        self._pt_rownumber = number + 1
         return row
 
     def __next__(self) -> Any:
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
             return row
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -612,34 +630,32 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
             raise StopIteration from None
         except TypeError:
             return super().__next__()  # type: ignore[misc]
-        state["rownumber"] = number + 1
+        self._pt_rownumber = number + 1
         return row
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
+        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         if rows is None or number is None:
             return super().fetchmany(size)  # type: ignore[misc]
-        end = number + (size or state["arraysize"])
+        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
         result = rows[number:end]
-        state["rownumber"] = end if end < count else count
+        self._pt_rownumber = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        state = self.__dict__
-        rows, number = state["_rows"], state["rownumber"]
+        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != state["_guard_tid"] or state["_guard_epoch"] != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
-        if not state["_executed"]:
+        if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
         if rows is None:
             return super().fetchall()  # type: ignore[misc]
@@ -647,7 +663,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
             result = rows[number:]
         else:
             result = rows
-        state["rownumber"] = count
+        self._pt_rownumber = count
         return result
 
 
