@@ -408,3 +408,12 @@ def test_results_of_ended_threads_are_not_kept(connect):
     assert len(cursor.__dict__["_guard_states"]) == 10  # put aside while they were alive
     in_thread(lambda: select(conn, 2, cursor))  # the next change of hands drops them
     assert set(cursor.__dict__["_guard_states"]) == {threading.get_ident()}
+
+
+def test_unbuffered_iteration_counts_rows_and_frees_the_connection(connect):
+    conn = connect(guard="mutex")
+    ss = conn.cursor(guarddb.cursors.SSCursor)
+    ss.execute("SELECT seq FROM seq_1_to_300")
+    assert [row[0] for row in ss] == list(range(1, 301))
+    assert ss.rownumber == 300
+    assert in_thread(lambda: select(conn, 1)) == ((1,),)

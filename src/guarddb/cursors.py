@@ -667,6 +667,37 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         return result
 
 
+class PerThreadUseResultMixIn(PerThreadResultsMixIn):
+    """mutex mode, unbuffered cursors: fetchone over the rownumber slot.
+
+    GuardedUseResultMixIn.fetchone, with rownumber read and written in its
+    slot rather than through the per-thread property: once per row.  While
+    rows are unread the connection's lock is held, so no other thread's
+    state can come in between.
+    """
+
+    __slots__ = ()
+
+    def fetchone(self) -> Any:
+        """Fetches a single row from the cursor."""
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
+        result = self._result  # type: ignore[attr-defined]
+        if not result:
+            return self._no_more_rows()  # type: ignore[attr-defined]
+        try:
+            rows = result.fetch_row(1, self._fetch_type)  # type: ignore[attr-defined]
+        except _mc.MySQLError:
+            self._unpin()  # type: ignore[attr-defined]
+            raise
+        if not rows:
+            return self._no_more_rows()  # type: ignore[attr-defined]
+        self._pt_rownumber = self._pt_rownumber + 1
+        return rows[0]
+
+
 _FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__iter__", "__next__")
 _STATEMENT_INTERNALS = ("_query", "_discard", "_get_result")
 
@@ -696,11 +727,12 @@ def guarded_class(cls: type, per_thread_results: bool = False) -> type:
         if issubclass(cls, PerThreadResultsMixIn):
             return cls
         guarded = guarded_class(cls)
-        mixin = (
-            PerThreadStoreResultMixIn
-            if issubclass(cls, _mc.CursorStoreResultMixIn)
-            else PerThreadResultsMixIn
-        )
+        if issubclass(cls, _mc.CursorStoreResultMixIn):
+            mixin: type = PerThreadStoreResultMixIn
+        elif issubclass(cls, _mc.CursorUseResultMixIn):
+            mixin = PerThreadUseResultMixIn
+        else:
+            mixin = PerThreadResultsMixIn
         return type(guarded.__name__, (mixin, guarded), {"__module__": cls.__module__})
     if issubclass(cls, GuardedCursorMixIn):
         return cls
