@@ -289,6 +289,4 @@ int guard_adopt(guard_slot *slot)
 
 uintptr_t guard_thread_id(void) { return self_id(); }
 
-uint64_t guard_generation(void) { return LOAD(&generation); }
-
 long guard_live_slots(void) { return __atomic_load_n(&live_slots, __ATOMIC_RELAXED); }

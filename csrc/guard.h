@@ -80,8 +80,6 @@ int guard_adopt(guard_slot *slot);
 uintptr_t guard_thread_id(void);
 /* CLOCK_MONOTONIC in nanoseconds (the clock of held_since_ns). */
 uint64_t guard_now_ns(void);
-/* The fork generation: bumped in every forked child. */
-uint64_t guard_generation(void);
 /* Slots held by connections. */
 long guard_live_slots(void);
 

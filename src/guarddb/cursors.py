@@ -70,12 +70,6 @@ class GuardedCursorMixIn:
     #: Unbuffered cursors hold the connection while their rows are unread.
     _guard_pins_results = False
 
-    def __init__(self, connection: Any) -> None:
-        # In the instance's own dict from the start: the fast fetches read it directly.
-        self._guard_tid = 0
-        self._guard_epoch = -1
-        super().__init__(connection)  # type: ignore[call-arg]
-
     def _statement(self, method: Any, *args: Any) -> Any:
         """Run a statement method of mysqlclient's inside the connection's guard.
 
@@ -291,7 +285,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     # between the check and the store calls a Python function, so no other
     # thread can run in between: CPython switches threads only at calls and
     # loops.  A closed cursor (no rows) gets mysqlclient's own method, and its
-    # error.  (PerThreadStoreResultMixIn has the same over ``__dict__``.)
+    # error.  (PerThreadStoreResultMixIn has the same over its rownumber slot.)
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
@@ -533,8 +527,8 @@ class PerThreadResultsMixIn:
     The rows and these attributes are swapped per thread under the
     connection's lock (``_guard_swap_state``); reading one from a thread
     whose result is not the one in place waits its turn and reads its own.
-    The fast fetches read the state through ``__dict__``, past these
-    properties: they only do so when the state in place is the caller's.
+    The internals and the fast fetches use the slots behind these properties
+    directly: they only do so when the state in place is the caller's.
     """
 
     # Slots, not __dict__: the internals and the fast fetches below use them
@@ -554,8 +548,8 @@ class PerThreadResultsMixIn:
     warning_count = _per_thread_attribute("warning_count")
 
     # A statement writes these a dozen times; inside it the state in place is
-    # the calling thread's, so the per-statement internals write it through
-    # ``__dict__``, not through the properties (each a Python call).  The same
+    # the calling thread's, so the per-statement internals write the slots,
+    # not through the properties (each a Python call).  The same
     # code as GuardedCursorMixIn._query and mysqlclient's _do_get_result.
 
     def _query(self, q: Any) -> Any:
