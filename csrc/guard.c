@@ -268,6 +268,17 @@ int guard_forked(guard_slot *slot)
     return LOAD(&slot->generation) != LOAD(&generation);
 }
 
+void guard_rearm(guard_slot *slot)
+{
+    STORE(&slot->fd, -1);
+    STORE(&slot->depth, 0);
+    STORE(&slot->busy, 0);
+    STORE(&slot->waiters, 0);
+    STORE(&slot->owner, self_id());
+    slot->held_since_ns = 0;
+    STORE(&slot->generation, LOAD(&generation));
+}
+
 int guard_adopt(guard_slot *slot)
 {
     uintptr_t me = self_id();

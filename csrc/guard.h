@@ -65,6 +65,9 @@ void guard_slot_free(guard_slot *slot);
 void guard_set_fd(guard_slot *slot, int fd);
 /* 1 in a forked child of the process that took the slot. */
 int guard_forked(guard_slot *slot);
+/* In a forked child: make an inherited slot this process's own, free, owned
+   by the calling thread, with no socket (its connection opens a new session). */
+void guard_rearm(guard_slot *slot);
 
 /* Enter the connection: GUARD_OK (nested enters of one thread count), or why not. */
 int guard_enter(guard_slot *slot, int flags);

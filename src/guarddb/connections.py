@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any, Callable
 
 import MySQLdb.connections as _mysqldb_connections
-from MySQLdb import ProgrammingError
+from MySQLdb import ProgrammingError, _mysql
 
 from . import cursors
 from .guard import ANY_USER, ConnectionGuard, caller_site, get_ident, make_guard, settings
@@ -17,27 +18,25 @@ _Base = _mysqldb_connections.Connection
 # means.  Calls that only read the client's own state (thread_id(),
 # insert_id(), escape(), ...) need no guard.
 _SERVER_CALLS = (
-    "begin",
     "change_user",
     "dump_debug_info",
     "kill",
-    "query",
     "read_query_result",
-    "select_db",
-    "send_query",
     "set_server_option",
-    "set_sql_mode",
     "show_warnings",
     "shutdown",
     "stat",
 )
+
+# The connection's own calls that send SQL: a transaction may be open after them.
+_SQL_CALLS = ("query", "send_query")
 
 
 # The calls mysqlclient's cursors make on every statement: wrapped without *args.
 _STATEMENT_CALLS = ("discard_result", "next_result", "store_result", "use_result")
 
 
-def _guarded(name: str) -> Callable[..., Any]:
+def _guarded(name: str, sends_sql: bool = False) -> Callable[..., Any]:
     unguarded = getattr(_Base, name)
 
     def _guarded_call(self: Connection, *args: Any, **kwargs: Any) -> Any:
@@ -45,6 +44,8 @@ def _guarded(name: str) -> Callable[..., Any]:
         if guard.inside == get_ident():  # part of a cursor's statement, entered already
             return unguarded(self, *args, **kwargs)
         guard.enter(None)
+        if sends_sql:
+            guard.dirty = True
         try:
             return unguarded(self, *args, **kwargs)
         finally:
@@ -83,7 +84,9 @@ class Connection(_Base):  # type: ignore[misc]
     """A MySQLdb connection whose every server call goes through guarddb's guard.
 
     Takes mysqlclient's connect arguments, plus ``guard=`` (``"exclusive"``,
-    the default, ``"strict"``, ``"mutex"`` or ``"off"``; see the README) and,
+    the default, ``"strict"``, ``"mutex"`` or ``"off"``; see the README),
+    ``on_fork=`` (``"raise"``, the default, or ``"reconnect"``: a forked
+    child's first use opens a fresh session with the same arguments) and,
     for mutex mode, ``mutex_timeout=`` (seconds a call may wait; None: no
     limit) and ``mutex_scope=`` (``"call"``, or ``"transaction"``: a thread
     keeps the connection from its first statement to commit or rollback).
@@ -96,16 +99,31 @@ class Connection(_Base):  # type: ignore[misc]
         self,
         *args: Any,
         guard: str | None = None,
+        on_fork: str | None = None,
         mutex_timeout: float | None = None,
         mutex_scope: str | None = None,
         **kwargs: Any,
     ) -> None:
-        chosen = settings(guard=guard, mutex_timeout=mutex_timeout, mutex_scope=mutex_scope)
+        chosen = settings(
+            guard=guard, on_fork=on_fork, mutex_timeout=mutex_timeout, mutex_scope=mutex_scope
+        )
         self._guard = make_guard(chosen, caller_site())
+        self._guard.connection = weakref.ref(self)
+        # What a fresh session needs to be this one again: the arguments (kept
+        # only when a reconnect may need them) and what was changed since.
+        self._connect_args = (args, kwargs) if chosen["on_fork"] == "reconnect" else None
+        self._session: dict[str, Any] = {}
         super().__init__(*args, **kwargs)
-        self._guard.watch_socket(self.fileno())
-        self._guard.label = f"MySQL connection {self.thread_id()} ({self.get_host_info()})"
+        self._session_opened()
         self.cursorclass = cursors.guarded_class(self.cursorclass)
+
+    def _session_opened(self) -> None:
+        """A new session is up (connect, or reconnect): watch its socket, start clean."""
+        guard = self._guard
+        guard.watch_socket(self.fileno())
+        guard.label = f"MySQL connection {self.thread_id()} ({self.get_host_info()})"
+        guard.autocommit = bool(self.get_autocommit())
+        guard.dirty = guard.began = False  # the session's own set-up opened no transaction
 
     def __del__(self) -> None:
         guard = self.__dict__.get("_guard")
@@ -137,18 +155,37 @@ class Connection(_Base):  # type: ignore[misc]
             self._end_transaction(_Base.autocommit, on)
         else:
             self._guarded_autocommit(on)
+        self._guard.autocommit = bool(on)
 
     _guarded_autocommit = _guarded("autocommit")
+
+    def begin(self) -> None:
+        """Begin a transaction explicitly (not needed with autocommit off, the default)."""
+        self._guarded_begin()
+        self._guard.began = True
+
+    _guarded_begin = _guarded("begin", sends_sql=True)
 
     def _end_transaction(self, end: Callable[..., None], *args: Any) -> None:
         guard = self._guard
         guard.enter(None)
         try:
             end(self, *args)
+            guard.dirty = guard.began = False
         finally:
             if guard.holds_transactions and guard.txn_holder == get_ident():
                 guard.release_transaction()
             guard.leave()
+
+    def in_transaction(self) -> bool:
+        """Whether a transaction may be open, as far as the client can tell (no round trip).
+
+        True after a statement with autocommit off, or after begin(), until
+        commit() or rollback().  Transactions started or autocommit changed by
+        SQL text (``START TRANSACTION``, ``SET autocommit=0``) are not seen:
+        use begin() and autocommit().
+        """
+        return self._guard.in_transaction()
 
     def adopt(self) -> None:
         """Make the calling thread this connection's owner (strict mode).
@@ -172,6 +209,62 @@ class Connection(_Base):  # type: ignore[misc]
             super().set_character_set(charset, collation)
         finally:
             guard.leave()
+        self._session["charset"] = (charset, collation)
+
+    def set_sql_mode(self, sql_mode: str) -> None:
+        """Set the session's SQL mode."""
+        self._guarded_set_sql_mode(sql_mode)
+        self._session["sql_mode"] = sql_mode
+
+    _guarded_set_sql_mode = _guarded("set_sql_mode")
+
+    def select_db(self, db: str) -> None:
+        """Make ``db`` the session's default database."""
+        self._guarded_select_db(db)
+        self._session["database"] = db
+
+    _guarded_select_db = _guarded("select_db")
+
+    def _reopen_after_fork(self) -> None:
+        """on_fork="reconnect", in a forked child: this object gets a fresh session.
+
+        The guard has made its slot this process's own.  The inherited handle
+        is closed (its socket points at /dev/null since the fork, so the
+        parent's session sees nothing), mysqlclient's own set-up runs again
+        with the same arguments, and what was changed on the old session since
+        (autocommit, character set, SQL mode, database) is changed again.
+        Settings made in SQL text (``SET ...``) are not replayed.
+        """
+        args, kwargs = self._connect_args
+        before, self._session = self._session, {}
+        autocommit = self._guard.autocommit
+        # Python-side state the user may have changed since connect: kept as it is.
+        kept = {
+            name: getattr(self, name)
+            for name in ("cursorclass", "encoders", "converter", "executemany_fallback")
+            if hasattr(self, name)
+        }
+        # mysqlclient >= 2.3: a lock that a parent thread held at fork stays
+        # held here ("in use"); the old handle is then left unclosed (a /dev/null fd).
+        with contextlib.suppress(ProgrammingError):
+            _mysql.connection.close(self)
+        try:
+            _Base.__init__(self, *args, **kwargs)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                _mysql.connection.close(self)
+            raise
+        for name, value in kept.items():
+            setattr(self, name, value)
+        if before.get("charset", self._session.get("charset")) != self._session.get("charset"):
+            self.set_character_set(*before["charset"])
+        if before.get("sql_mode", self._session.get("sql_mode")) != self._session.get("sql_mode"):
+            self.set_sql_mode(before["sql_mode"])
+        if "database" in before:
+            self.select_db(before["database"])
+        if bool(self.get_autocommit()) != autocommit:
+            self.autocommit(autocommit)
+        self._session_opened()
 
     def ping(self, *args: Any) -> Any:
         """Check the connection; ``ping(True)`` may reconnect (a new socket is watched)."""
@@ -214,6 +307,8 @@ class Connection(_Base):  # type: ignore[misc]
 for _name in _SERVER_CALLS:
     if hasattr(_Base, _name):  # some calls exist in one mysqlclient version only
         setattr(Connection, _name, _guarded(_name))
+for _name in _SQL_CALLS:
+    setattr(Connection, _name, _guarded(_name, sends_sql=True))
 for _name in _STATEMENT_CALLS:
     setattr(Connection, _name, _guarded_no_args(_name))
 del _name

@@ -93,6 +93,7 @@ class GuardedCursorMixIn:
             self._guard_tid = me  # another thread's fetch now takes the slow path
         self._guard_epoch = _guard.epoch
         guard.statement = args[0] if args else method.__name__
+        guard.dirty = True  # a transaction may be open until commit or rollback
         # The connection calls mysqlclient makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
         try:
@@ -128,6 +129,7 @@ class GuardedCursorMixIn:
             self._guard_tid = me  # another thread's fetch now takes the slow path
         self._guard_epoch = _guard.epoch
         guard.statement = query
+        guard.dirty = True  # a transaction may be open until commit or rollback
         # The connection calls mysqlclient makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
         try:
@@ -208,21 +210,24 @@ class GuardedCursorMixIn:
     def close(self) -> None:
         """Close the cursor.
 
-        When the connection cannot be entered (a forked child, another thread
-        inside it, another cursor's unread rows) and this cursor holds nothing
-        on the server, it is closed on the client side only.  In strict mode a
+        In a forked child, or when the connection cannot be entered (another
+        thread inside it, another cursor's unread rows) and this cursor holds
+        nothing on the server, it is closed on the client side only.  In strict mode a
         thread that does not own the connection gets ThreadOwnershipError.
         """
         db = self.connection  # type: ignore[attr-defined]
         if db is None:
             return
         guard = getattr(db, "_guard", UNGUARDED)
+        if guard.slot is not None and guard.forked():
+            self._close_locally()  # nothing of it is on a server this process talks to
+            return
         try:
             guard.enter(self)
         except ThreadOwnershipError:
             raise
         except GuardError:
-            if guard.pending is not None and guard.pending() is self and not guard.forked():
+            if guard.pending is not None and guard.pending() is self:
                 raise  # another thread reads this very cursor's rows
             self._close_locally()
             return

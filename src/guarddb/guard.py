@@ -35,12 +35,21 @@ MODES = ("exclusive", "strict", "mutex", "off")
 #: What a mutex-mode thread holds the connection for: one call, or a transaction.
 MUTEX_SCOPES = ("call", "transaction")
 
+#: What a forked child's first use of an inherited connection does.
+ON_FORK = ("raise", "reconnect")
+
 #: Environment variables read once, at import, for the process defaults.
 ENV_MODE = "GUARDDB_MODE"
 ENV_MUTEX_TIMEOUT = "GUARDDB_MUTEX_TIMEOUT"
 ENV_MUTEX_SCOPE = "GUARDDB_MUTEX_SCOPE"
+ENV_ON_FORK = "GUARDDB_ON_FORK"
 
-_defaults: dict[str, Any] = {"guard": "exclusive", "mutex_timeout": None, "mutex_scope": "call"}
+_defaults: dict[str, Any] = {
+    "guard": "exclusive",
+    "mutex_timeout": None,
+    "mutex_scope": "call",
+    "on_fork": "raise",
+}
 
 get_ident = threading.get_ident
 
@@ -86,14 +95,26 @@ def _check_scope(scope: object, source: str = "mutex_scope") -> str:
     raise ValueError(f"{source}={scope!r}: use one of {valid}")
 
 
-_CHECKS = {"guard": check_mode, "mutex_timeout": _check_timeout, "mutex_scope": _check_scope}
+def _check_on_fork(policy: object, source: str = "on_fork") -> str:
+    if policy in ON_FORK:
+        return policy  # type: ignore[return-value]
+    valid = ", ".join(repr(m) for m in ON_FORK)
+    raise ValueError(f"{source}={policy!r}: use one of {valid}")
+
+
+_CHECKS = {
+    "guard": check_mode,
+    "mutex_timeout": _check_timeout,
+    "mutex_scope": _check_scope,
+    "on_fork": _check_on_fork,
+}
 
 
 def set_defaults(**guard_keywords: Any) -> None:
     """Set process-wide defaults for guarddb's connect keywords.
 
-    ``guard`` (the mode), ``mutex_timeout`` and ``mutex_scope``.  An explicit
-    keyword given to ``connect()`` always wins over these.
+    ``guard`` (the mode), ``mutex_timeout``, ``mutex_scope`` and ``on_fork``.
+    An explicit keyword given to ``connect()`` always wins over these.
     """
     unknown = sorted(set(guard_keywords) - set(_defaults))
     if unknown:
@@ -128,6 +149,7 @@ def _read_environment() -> None:
         ("guard", ENV_MODE),
         ("mutex_timeout", ENV_MUTEX_TIMEOUT),
         ("mutex_scope", ENV_MUTEX_SCOPE),
+        ("on_fork", ENV_ON_FORK),
     ):
         value = os.environ.get(variable, "").strip()
         if value:
@@ -208,10 +230,15 @@ class ConnectionGuard:
     holds_transactions = False
 
     __slots__ = (
+        "autocommit",
+        "began",
+        "connection",
+        "dirty",
         "flags",
         "inside",
         "label",
         "mode",
+        "on_fork",
         "pending",
         "pending_holder",
         "pending_result",
@@ -240,6 +267,16 @@ class ConnectionGuard:
         self.inside = 0
         #: The statement last sent (for messages).
         self.statement: Any = None
+        #: "raise" or "reconnect": what a forked child's first use does.
+        self.on_fork = "raise"
+        #: The guarded connection (a weak reference; None for a connection guarddb did not open).
+        self.connection: weakref.ref[Any] | None = None
+        # Transaction bookkeeping, without a server round trip: a statement ran
+        # since the last commit or rollback (``dirty``), begin() was called
+        # (``began``), and autocommit as last set through the connection.
+        self.dirty = False
+        self.began = False
+        self.autocommit = False
 
     # -- the calls -------------------------------------------------------------------------
 
@@ -256,8 +293,54 @@ class ConnectionGuard:
             self.check_pending(user)
 
     def refused(self, rc: int) -> None:
-        """The C guard said no (``rc``): raise the mode's error (mutex mode waits instead)."""
+        """The C guard said no (``rc``): raise the mode's error (mutex mode waits instead).
+
+        With ``on_fork="reconnect"``, a forked child's first use opens a fresh
+        session instead and returns entered, as a successful enter would.
+        """
+        if rc == lib.GUARD_FORKED and self.on_fork == "reconnect":
+            self._reconnect_after_fork()
+            return
         raise self.refusal(rc)
+
+    def in_transaction(self) -> bool:
+        """Whether a transaction may be open: statements since the last commit or rollback,
+        with autocommit off or after begin().  No server round trip."""
+        return self.dirty and (self.began or not self.autocommit)
+
+    def _reconnect_after_fork(self) -> None:
+        conn = self.connection() if self.connection is not None else None
+        if conn is None or not conn.open:
+            raise self.refusal(lib.GUARD_FORKED)  # closed before the fork: nothing to reopen
+        lost = None
+        if self.pending is not None:
+            lost = "an unbuffered (SSCursor) result was still unread"
+        elif self.in_transaction():
+            lost = "a transaction was open (statements since the last commit or rollback)"
+        if lost is not None:
+            raise ForkedConnectionError(
+                CR_SERVER_GONE_ERROR,
+                f"guarddb: process {os.getpid()} cannot reconnect {self._opened()} by process "
+                f"{self.pid}, inherited across fork() (on_fork='reconnect'): {lost} at fork, "
+                f"and a fresh session would silently lose it. Commit, roll back or read the "
+                f"rows before forking, or open the child's connection in the child.",
+            )
+        # This process's slot from now on: free, owned by this thread, no socket
+        # until the new session's is watched.
+        lib.guard_rearm(self.slot)
+        self.pid = os.getpid()
+        self.inside = 0
+        self.pending = self.pending_result = None
+        self.pending_holder = 0
+        self.dirty = self.began = False
+        self._forget_holders()
+        conn._reopen_after_fork()
+        rc = _enter(self.slot, self.flags)
+        if rc:
+            raise self.refusal(rc)
+
+    def _forget_holders(self) -> None:
+        """Forget threads of the parent that held the connection (mutex mode has some)."""
 
     def check_pending(self, user: Any) -> None:
         """Just entered: refuse ``user`` if another cursor's unbuffered rows are unread."""
@@ -441,7 +524,13 @@ class MutexGuard(ConnectionGuard):
 
     def refused(self, rc: int) -> None:
         """Another thread is inside: wait for it (the base enter() then checks pending rows)."""
-        self._wait(rc)
+        if rc == lib.GUARD_BUSY:
+            self._wait(rc)
+        else:
+            super().refused(rc)
+
+    def _forget_holders(self) -> None:
+        self.txn_holder = 0
 
     def _wait(self, rc: int) -> None:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -454,7 +543,7 @@ class MutexGuard(ConnectionGuard):
                     raise self._timeout_error()
             rc = _enter_wait(self.slot, int(wait * 1e9))
         if rc:
-            raise self.refusal(rc)
+            super().refused(rc)
 
     def _release_for_ended_thread(self) -> None:
         # A thread that ended while holding the connection for its transaction
@@ -523,11 +612,15 @@ class UncheckedGuard(ConnectionGuard):
 def make_guard(chosen: dict[str, Any], site: str) -> ConnectionGuard:
     """The guard of a new connection with these ``settings()``, opened at ``site``."""
     mode = chosen["guard"]
+    guard: ConnectionGuard
     if mode == "mutex":
-        return MutexGuard(mode, site, chosen["mutex_timeout"], chosen["mutex_scope"])
-    if mode == "off":
-        return UncheckedGuard(mode, site)
-    return ConnectionGuard(mode, site)
+        guard = MutexGuard(mode, site, chosen["mutex_timeout"], chosen["mutex_scope"])
+    elif mode == "off":
+        guard = UncheckedGuard(mode, site)
+    else:
+        guard = ConnectionGuard(mode, site)
+    guard.on_fork = chosen["on_fork"]
+    return guard
 
 
 def live_slots() -> int:
