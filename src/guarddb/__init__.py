@@ -60,10 +60,12 @@ from .errors import (
     ConcurrentUseError,
     ForkedConnectionError,
     GuardError,
+    LockTimeoutError,
     PendingResultError,
     ThreadOwnershipError,
 )
 from .guard import MODES, default_mode, set_default_mode, set_defaults
+from .violations import Violation, on_violation, remove_violation_hook
 
 __version__ = "0.1.0"
 
@@ -72,7 +74,11 @@ threadsafety = 1
 
 
 def Connect(*args: Any, **kwargs: Any) -> connections.Connection:
-    """Open a guarded connection: mysqlclient's arguments, plus ``guard=MODE``."""
+    """Open a guarded connection: mysqlclient's arguments, plus guarddb's keywords.
+
+    ``guard=`` (the mode), ``on_fork=``, ``mutex_timeout=``, ``mutex_scope=``:
+    see :class:`guarddb.connections.Connection`.
+    """
     return connections.Connection(*args, **kwargs)
 
 
@@ -146,6 +152,7 @@ __all__ = [
     "IntegrityError",
     "InterfaceError",
     "InternalError",
+    "LockTimeoutError",
     "MySQLError",
     "NotSupportedError",
     "OperationalError",
@@ -156,6 +163,7 @@ __all__ = [
     "TimeFromTicks",
     "Timestamp",
     "TimestampFromTicks",
+    "Violation",
     "Warning",
     "apilevel",
     "connect",
@@ -169,7 +177,9 @@ __all__ = [
     "escape_string",
     "get_client_info",
     "install_as_MySQLdb",
+    "on_violation",
     "paramstyle",
+    "remove_violation_hook",
     "set_default_mode",
     "set_defaults",
     "string_literal",

@@ -21,6 +21,7 @@ import MySQLdb.cursors as _mc
 from MySQLdb import ProgrammingError, _mysql
 
 from . import guard as _guard
+from . import violations
 from .errors import GuardError, ThreadOwnershipError
 
 get_ident = _guard.get_ident
@@ -223,12 +224,14 @@ class GuardedCursorMixIn:
             self._close_locally()  # nothing of it is on a server this process talks to
             return
         try:
-            guard.enter(self)
-        except ThreadOwnershipError:
-            raise
-        except GuardError:
+            with violations.unreported():  # a refusal here is handled: closed locally
+                guard.enter(self)
+        except ThreadOwnershipError as error:
+            raise guard._violation(error) from None
+        except GuardError as error:
             if guard.pending is not None and guard.pending() is self:
-                raise  # another thread reads this very cursor's rows
+                # another thread reads this very cursor's rows
+                raise guard._violation(error) from None
             self._close_locally()
             return
         try:

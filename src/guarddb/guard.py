@@ -15,6 +15,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import violations
 from ._guard import ffi, lib
 from .errors import (
     CR_SERVER_GONE_ERROR,
@@ -318,12 +319,14 @@ class ConnectionGuard:
         elif self.in_transaction():
             lost = "a transaction was open (statements since the last commit or rollback)"
         if lost is not None:
-            raise ForkedConnectionError(
-                CR_SERVER_GONE_ERROR,
-                f"guarddb: process {os.getpid()} cannot reconnect {self._opened()} by process "
-                f"{self.pid}, inherited across fork() (on_fork='reconnect'): {lost} at fork, "
-                f"and a fresh session would silently lose it. Commit, roll back or read the "
-                f"rows before forking, or open the child's connection in the child.",
+            raise self._violation(
+                ForkedConnectionError(
+                    CR_SERVER_GONE_ERROR,
+                    f"guarddb: process {os.getpid()} cannot reconnect {self._opened()} by process "
+                    f"{self.pid}, inherited across fork() (on_fork='reconnect'): {lost} at fork, "
+                    f"and a fresh session would silently lose it. Commit, roll back or read the "
+                    f"rows before forking, or open the child's connection in the child.",
+                )
             )
         # This process's slot from now on: free, owned by this thread, no socket
         # until the new session's is watched.
@@ -346,7 +349,7 @@ class ConnectionGuard:
         """Just entered: refuse ``user`` if another cursor's unbuffered rows are unread."""
         if user is not ANY_USER and self.pending is not None and self.pending() is not user:
             _leave(self.slot)
-            raise self._pending_error()
+            raise self._violation(self._pending_error())
 
     def leave(self) -> None:
         """Leave the connection (after the call, whatever it raised)."""
@@ -377,7 +380,7 @@ class ConnectionGuard:
     def adopt(self) -> None:
         """Make the calling thread the owner; refused while another thread is inside."""
         if self.pending is not None and self.pending_holder != get_ident():
-            raise self._pending_error(adopting=True)
+            raise self._violation(self._pending_error(adopting=True))
         rc = lib.guard_adopt(self.slot)
         if rc:
             raise self.refusal(rc, adopting=True)
@@ -423,8 +426,18 @@ class ConnectionGuard:
     def _opened(self) -> str:
         return f"{self.label} opened at {self.site}"
 
+    def _violation(self, error: GuardError) -> GuardError:
+        """Report ``error`` to the violation hooks and the log; return it to be raised."""
+        violations.report(
+            type(error).__name__, str(error.args[-1]), self.site, caller_site(), self.mode, error
+        )
+        return error
+
     def refusal(self, rc: int, adopting: bool = False) -> GuardError:
-        """The exception for a C refusal code, with a message that says what to do."""
+        """The exception for a C refusal code (reported as a violation), saying what to do."""
+        return self._violation(self._refusal_error(rc, adopting))
+
+    def _refusal_error(self, rc: int, adopting: bool) -> GuardError:
         me = describe_thread(get_ident())
         what = "adopt()" if adopting else _operation()
         if rc == lib.GUARD_FORKED:
@@ -454,7 +467,10 @@ class ConnectionGuard:
         )
 
     def foreign_rows(self, executor: int) -> GuardError:
-        """The error for a fetch of rows that another thread's execute produced."""
+        """The error for a fetch of rows that another thread's execute produced (reported)."""
+        return self._violation(self._foreign_rows_error(executor))
+
+    def _foreign_rows_error(self, executor: int) -> GuardError:
         me = describe_thread(get_ident())
         what = _operation()
         if self.flags & lib.GUARD_STRICT:
