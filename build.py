@@ -34,6 +34,7 @@ typedef struct guard_slot {
     uint64_t wait_ns_total;
     uint64_t wait_ns_max;
     uint64_t held_since_ns;
+    uint64_t last_used_ns;
     ...;
 } guard_slot;
 """

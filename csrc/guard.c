@@ -30,7 +30,26 @@ static uint64_t generation;
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* A slot's generation once guarddb has closed its connection: never a real one. */
+#define CLOSED_GENERATION UINT64_MAX
+
 static inline uintptr_t self_id(void) { return (uintptr_t)pthread_self(); }
+
+uint64_t guard_coarse_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/* GUARD_OK if the slot belongs to this process and is open, else why not. */
+static inline int slot_state(guard_slot *slot)
+{
+    uint64_t taken = LOAD(&slot->generation);
+    if (taken == LOAD(&generation))
+        return GUARD_OK;
+    return taken == CLOSED_GENERATION ? GUARD_CLOSED : GUARD_FORKED;
+}
 
 uint64_t guard_now_ns(void)
 {
@@ -54,6 +73,7 @@ static void futex_wake_one(uint32_t *word)
 /* The thread inside leaves for good: let the next one in, waking a waiter. */
 static void let_go(guard_slot *slot)
 {
+    slot->last_used_ns = guard_coarse_ns();
     __atomic_store_n(&slot->busy, 0, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&slot->waiters, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&slot->wake_seq, 1, __ATOMIC_SEQ_CST);
@@ -61,11 +81,12 @@ static void let_go(guard_slot *slot)
     }
 }
 
-/* The calling thread got in: depth 1, the owner, counted. */
-static void got_in(guard_slot *slot, uintptr_t me)
+/* The calling thread got in: depth 1, the owner (unless kept), counted. */
+static void got_in(guard_slot *slot, uintptr_t me, int flags)
 {
     STORE(&slot->depth, 1);
-    STORE(&slot->owner, me);
+    if (!(flags & GUARD_KEEP_OWNER))
+        STORE(&slot->owner, me);
     slot->calls++;
 }
 
@@ -164,6 +185,7 @@ guard_slot *guard_slot_new(void)
             STORE(&slot->generation, LOAD(&generation));
             slot->calls = slot->waits = slot->wait_ns_total = slot->wait_ns_max = 0;
             slot->held_since_ns = 0;
+            slot->last_used_ns = guard_coarse_ns();
             __atomic_add_fetch(&live_slots, 1, __ATOMIC_RELAXED);
             return slot;
         }
@@ -199,12 +221,17 @@ int guard_enter(guard_slot *slot, int flags)
     uintptr_t me = self_id();
     uintptr_t expected = 0;
 
-    if (LOAD(&slot->generation) != LOAD(&generation))
-        return GUARD_FORKED;
+    if (LOAD(&slot->generation) != LOAD(&generation)) {
+        int state = slot_state(slot);
+        /* A closed connection still tells a non-owner it is not its to use. */
+        if (state == GUARD_CLOSED && (flags & GUARD_STRICT) && LOAD(&slot->owner) != me)
+            return GUARD_NOT_OWNER;
+        return state;
+    }
     if ((flags & GUARD_STRICT) && LOAD(&slot->owner) != me)
         return GUARD_NOT_OWNER;
     if (CAS(&slot->busy, &expected, me)) {
-        got_in(slot, me);
+        got_in(slot, me, flags);
         if (flags & GUARD_TIMED)
             slot->held_since_ns = guard_now_ns();
         return GUARD_OK;
@@ -228,13 +255,16 @@ int guard_enter_wait(guard_slot *slot, int64_t timeout_ns)
         /* Count ourselves as waiting before the last try, so a leave that
            comes after the try sees us and bumps wake_seq. */
         uint32_t seq = __atomic_load_n(&slot->wake_seq, __ATOMIC_SEQ_CST);
+        int state = slot_state(slot);
+        if (state != GUARD_OK)
+            return state; /* closed by guarddb while we waited (or forked) */
         __atomic_add_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
         uintptr_t expected = 0;
         if (__atomic_compare_exchange_n(&slot->busy, &expected, me, 0, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST)) {
             __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
             uint64_t now = guard_now_ns(), waited = now - start;
-            got_in(slot, me);
+            got_in(slot, me, GUARD_TIMED);
             slot->held_since_ns = now;
             slot->waits++;
             slot->wait_ns_total += waited;
@@ -243,11 +273,9 @@ int guard_enter_wait(guard_slot *slot, int64_t timeout_ns)
             return GUARD_OK;
         }
         uint64_t now = guard_now_ns();
-        if (now < deadline && LOAD(&slot->generation) == LOAD(&generation))
+        if (now < deadline && slot_state(slot) == GUARD_OK)
             futex_wait(&slot->wake_seq, seq, (int64_t)(deadline - now));
         __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
-        if (LOAD(&slot->generation) != LOAD(&generation))
-            return GUARD_FORKED;
         if (guard_now_ns() >= deadline)
             return GUARD_BUSY;
     }
@@ -263,9 +291,34 @@ void guard_release(guard_slot *slot, uintptr_t holder)
 
 void guard_leave(guard_slot *slot) { guard_release(slot, self_id()); }
 
-int guard_forked(guard_slot *slot)
+int guard_state(guard_slot *slot) { return slot_state(slot); }
+
+int guard_claim(guard_slot *slot, int allow_closed)
 {
-    return LOAD(&slot->generation) != LOAD(&generation);
+    uintptr_t expected = 0;
+    int state = slot_state(slot);
+    if (state == GUARD_FORKED || (state == GUARD_CLOSED && !allow_closed))
+        return state;
+    if (!CAS(&slot->busy, &expected, self_id()))
+        return GUARD_BUSY;
+    STORE(&slot->depth, 1);
+    return GUARD_OK;
+}
+
+int guard_steal(guard_slot *slot, uintptr_t holder)
+{
+    if (holder == 0 || !CAS(&slot->busy, &holder, self_id()))
+        return GUARD_BUSY;
+    STORE(&slot->depth, 1);
+    return GUARD_OK;
+}
+
+void guard_mark_closed(guard_slot *slot) { STORE(&slot->generation, CLOSED_GENERATION); }
+
+void guard_mark_open(guard_slot *slot)
+{
+    if (LOAD(&slot->generation) == CLOSED_GENERATION)
+        STORE(&slot->generation, LOAD(&generation));
 }
 
 void guard_rearm(guard_slot *slot)
@@ -284,7 +337,7 @@ int guard_adopt(guard_slot *slot)
     uintptr_t me = self_id();
     uintptr_t expected = 0;
 
-    if (LOAD(&slot->generation) != LOAD(&generation))
+    if (slot_state(slot) == GUARD_FORKED)
         return GUARD_FORKED;
     if (CAS(&slot->busy, &expected, me)) {
         STORE(&slot->owner, me);

@@ -19,10 +19,12 @@
 #define GUARD_FORKED 1    /* the slot was taken before a fork: this is a child */
 #define GUARD_BUSY 2      /* another thread is inside the connection */
 #define GUARD_NOT_OWNER 3 /* strict: the caller is not the owner */
+#define GUARD_CLOSED 4    /* guarddb closed the connection (idle, orphan) */
 
 /* Flags of guard_enter(). */
 #define GUARD_STRICT 1 /* only the owner may enter */
 #define GUARD_TIMED 2  /* note when the holder got in (mutex mode's held_since_ns) */
+#define GUARD_KEEP_OWNER 4 /* the owner stays as it is (strict mode's close by any thread) */
 
 /* cffi:end */
 
@@ -53,6 +55,9 @@ typedef struct guard_slot {
     uint64_t wait_ns_total;
     uint64_t wait_ns_max;
     uint64_t held_since_ns; /* CLOCK_MONOTONIC when the current holder got in */
+    /* CLOCK_MONOTONIC_COARSE when the last call ended (or the slot was taken):
+       how long the connection has been idle. */
+    uint64_t last_used_ns;
 } guard_slot;
 
 /* cffi:begin */
@@ -63,11 +68,26 @@ guard_slot *guard_slot_new(void);
 void guard_slot_free(guard_slot *slot);
 /* Record the socket to neuter in a forked child; -1 forgets it. */
 void guard_set_fd(guard_slot *slot, int fd);
-/* 1 in a forked child of the process that took the slot. */
-int guard_forked(guard_slot *slot);
+/* GUARD_OK if the slot is this process's and open, GUARD_FORKED in a forked
+   child of the process that took it, GUARD_CLOSED once guarddb closed it. */
+int guard_state(guard_slot *slot);
 /* In a forked child: make an inherited slot this process's own, free, owned
    by the calling thread, with no socket (its connection opens a new session). */
 void guard_rearm(guard_slot *slot);
+
+/* Take the slot for guarddb's own work on a connection (the reaper, a
+   reconnect): like an enter, but the owner and the call count stay as they
+   were.  GUARD_OK, GUARD_BUSY, GUARD_FORKED, or GUARD_CLOSED unless
+   allow_closed. */
+int guard_claim(guard_slot *slot, int allow_closed);
+/* Take the slot from `holder`, a thread that ended while holding it. */
+int guard_steal(guard_slot *slot, uintptr_t holder);
+/* Held by the caller: from now on every enter gets GUARD_CLOSED. */
+void guard_mark_closed(guard_slot *slot);
+/* The connection has a session again (reconnected, or closed by its user). */
+void guard_mark_open(guard_slot *slot);
+/* CLOCK_MONOTONIC_COARSE in nanoseconds (the clock of last_used_ns). */
+uint64_t guard_coarse_ns(void);
 
 /* Enter the connection: GUARD_OK (nested enters of one thread count), or why not. */
 int guard_enter(guard_slot *slot, int flags);

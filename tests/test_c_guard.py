@@ -73,9 +73,9 @@ def test_release_on_behalf_of_the_holder_from_another_thread(slot):
 
 
 def test_fork_generation_marks_every_slot_forked(slot):
-    assert lib.guard_forked(slot) == 0
-    assert in_forked_child(lambda: [lib.guard_forked(slot), lib.guard_enter(slot, 0)]) == [
-        1,
+    assert lib.guard_state(slot) == lib.GUARD_OK
+    assert in_forked_child(lambda: [lib.guard_state(slot), lib.guard_enter(slot, 0)]) == [
+        lib.GUARD_FORKED,
         lib.GUARD_FORKED,
     ]
     assert lib.guard_enter(slot, 0) == lib.GUARD_OK

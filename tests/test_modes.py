@@ -97,9 +97,22 @@ def test_strict_refuses_any_other_thread(connect):
         in_thread(cursor.fetchall)
     with pytest.raises(ThreadOwnershipError):
         in_thread(conn.commit)
-    with pytest.raises(ThreadOwnershipError):
-        in_thread(cursor.close)
     assert cursor.fetchall() == ((1,),)
+
+
+def test_strict_lets_any_thread_close_and_keeps_the_owner(connect):
+    # Pools close from other threads (dispose, recycle), and code closes a
+    # cursor in the except block of a refused statement: no second error.
+    conn = connect(guard="strict")
+    cursor = conn.cursor()
+    cursor.execute("SELECT 1")
+    in_thread(cursor.close, name="Closer")
+    assert cursor.connection is None
+    assert rows(conn, "SELECT 2") == ((2,),)  # still the owner's
+    with pytest.raises(ThreadOwnershipError):
+        in_thread(lambda: rows(conn))
+    in_thread(conn.close, name="Closer")
+    assert not conn.open
 
 
 def test_strict_adopt_moves_ownership(connect):

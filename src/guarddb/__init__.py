@@ -5,6 +5,9 @@ cursors whose every call is checked by a small C guard.  A connection used by
 the wrong thread, at the same time by two threads, or in a forked child raises
 a clean, explained exception (see :mod:`guarddb.errors`) instead of crashing,
 hanging, or mixing up results.
+
+(PYTEST_DONT_REWRITE: the package carries a pytest plugin, and may be imported
+before pytest starts, e.g. under ``python -m guarddb run -m pytest``.)
 """
 
 from __future__ import annotations
@@ -60,11 +63,13 @@ from .errors import (
     ConcurrentUseError,
     ForkedConnectionError,
     GuardError,
+    IdleClosedError,
     LockTimeoutError,
     PendingResultError,
     ThreadOwnershipError,
 )
 from .guard import MODES, default_mode, set_default_mode, set_defaults
+from .lifecycle import ConnectionInfo, live_connections
 from .violations import Violation, on_violation, remove_violation_hook
 
 __version__ = "0.1.0"
@@ -76,8 +81,9 @@ threadsafety = 1
 def Connect(*args: Any, **kwargs: Any) -> connections.Connection:
     """Open a guarded connection: mysqlclient's arguments, plus guarddb's keywords.
 
-    ``guard=`` (the mode), ``on_fork=``, ``mutex_timeout=``, ``mutex_scope=``:
-    see :class:`guarddb.connections.Connection`.
+    ``guard=`` (the mode), ``on_fork=``, ``mutex_timeout=``, ``mutex_scope=``,
+    ``max_idle=``, ``on_idle=``, ``close_orphans=``: see
+    :class:`guarddb.connections.Connection`.
     """
     return connections.Connection(*args, **kwargs)
 
@@ -141,6 +147,7 @@ __all__ = [
     "ConcurrentUseError",
     "Connect",
     "Connection",
+    "ConnectionInfo",
     "DBAPISet",
     "DataError",
     "DatabaseError",
@@ -149,6 +156,7 @@ __all__ = [
     "Error",
     "ForkedConnectionError",
     "GuardError",
+    "IdleClosedError",
     "IntegrityError",
     "InterfaceError",
     "InternalError",
@@ -177,6 +185,7 @@ __all__ = [
     "escape_string",
     "get_client_info",
     "install_as_MySQLdb",
+    "live_connections",
     "on_violation",
     "paramstyle",
     "remove_violation_hook",

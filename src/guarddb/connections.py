@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import weakref
 from typing import Any, Callable
 
 import MySQLdb.connections as _mysqldb_connections
 from MySQLdb import ProgrammingError, _mysql
 
-from . import cursors
+from . import cursors, lifecycle
 from .guard import ANY_USER, ConnectionGuard, caller_site, get_ident, make_guard, settings
 
 _Base = _mysqldb_connections.Connection
@@ -80,16 +81,30 @@ def _named(wrapper: Callable[..., Any], name: str, unguarded: Any) -> Callable[.
     return wrapper
 
 
+def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    """``host:port`` (or the unix socket) and the database, from mysqlclient's connect arguments."""
+    named = dict(zip(("host", "user", "password", "database", "port", "unix_socket"), args))
+    named.update(kwargs)
+    database = named.get("database", named.get("db"))
+    if named.get("unix_socket") and named.get("host") in (None, "", "localhost"):
+        return str(named["unix_socket"]), database
+    return f"{named.get('host') or 'localhost'}:{named.get('port') or 3306}", database
+
+
 class Connection(_Base):  # type: ignore[misc]
     """A MySQLdb connection whose every server call goes through guarddb's guard.
 
     Takes mysqlclient's connect arguments, plus ``guard=`` (``"exclusive"``,
     the default, ``"strict"``, ``"mutex"`` or ``"off"``; see the README),
     ``on_fork=`` (``"raise"``, the default, or ``"reconnect"``: a forked
-    child's first use opens a fresh session with the same arguments) and,
-    for mutex mode, ``mutex_timeout=`` (seconds a call may wait; None: no
-    limit) and ``mutex_scope=`` (``"call"``, or ``"transaction"``: a thread
-    keeps the connection from its first statement to commit or rollback).
+    child's first use opens a fresh session with the same arguments),
+    ``max_idle=`` (seconds: guarddb closes the connection once it has been
+    idle that long, outside a transaction), ``on_idle=`` (``"raise"``: the
+    next call gets IdleClosedError; ``"reconnect"``), ``close_orphans=``
+    (close it once the thread that owns it has ended) and, for mutex mode,
+    ``mutex_timeout=`` (seconds a call may wait; None: no limit) and
+    ``mutex_scope=`` (``"call"``, or ``"transaction"``: a thread keeps the
+    connection from its first statement to commit or rollback).
     """
 
     default_cursor = cursors.Cursor
@@ -102,20 +117,32 @@ class Connection(_Base):  # type: ignore[misc]
         on_fork: str | None = None,
         mutex_timeout: float | None = None,
         mutex_scope: str | None = None,
+        max_idle: float | None = None,
+        on_idle: str | None = None,
+        close_orphans: bool | None = None,
         **kwargs: Any,
     ) -> None:
         chosen = settings(
-            guard=guard, on_fork=on_fork, mutex_timeout=mutex_timeout, mutex_scope=mutex_scope
+            guard=guard,
+            on_fork=on_fork,
+            mutex_timeout=mutex_timeout,
+            mutex_scope=mutex_scope,
+            max_idle=max_idle,
+            on_idle=on_idle,
+            close_orphans=close_orphans,
         )
         self._guard = make_guard(chosen, caller_site())
         self._guard.connection = weakref.ref(self)
+        self._guard.host, self._guard.db = _where(args, kwargs)
         # What a fresh session needs to be this one again: the arguments (kept
         # only when a reconnect may need them) and what was changed since.
-        self._connect_args = (args, kwargs) if chosen["on_fork"] == "reconnect" else None
+        reconnects = "reconnect" in (chosen["on_fork"], chosen["on_idle"])
+        self._connect_args = (args, kwargs) if reconnects else None
         self._session: dict[str, Any] = {}
         super().__init__(*args, **kwargs)
         self._session_opened()
         self.cursorclass = cursors.guarded_class(self.cursorclass)
+        lifecycle.register(self)
 
     def _session_opened(self) -> None:
         """A new session is up (connect, or reconnect): watch its socket, start clean."""
@@ -124,6 +151,8 @@ class Connection(_Base):  # type: ignore[misc]
         guard.label = f"MySQL connection {self.thread_id()} ({self.get_host_info()})"
         guard.autocommit = bool(self.get_autocommit())
         guard.dirty = guard.began = False  # the session's own set-up opened no transaction
+        guard.opened_at = time.monotonic()
+        guard.server_thread_id = self.thread_id()
 
     def __del__(self) -> None:
         guard = self.__dict__.get("_guard")
@@ -136,6 +165,25 @@ class Connection(_Base):  # type: ignore[misc]
     def guard_mode(self) -> str:
         """The guard mode this connection was opened with."""
         return self._guard.mode
+
+    @property
+    def guard_settings(self) -> dict[str, Any]:
+        """guarddb's connect keywords as this connection got them (explicit, or the defaults)."""
+        guard = self._guard
+        return {
+            "guard": guard.mode,
+            "on_fork": guard.on_fork,
+            "mutex_timeout": getattr(guard, "timeout", None),
+            "mutex_scope": "transaction" if guard.holds_transactions else "call",
+            "max_idle": guard.max_idle,
+            "on_idle": guard.on_idle,
+            "close_orphans": guard.close_orphans,
+        }
+
+    @property
+    def forked(self) -> bool:
+        """True in a forked child of the process whose session this is (not reconnected yet)."""
+        return self._guard.forked()
 
     def guard_stats(self) -> dict[str, Any]:
         """The guard's counters: calls, waits, total and longest wait (s), the holder now."""
@@ -151,26 +199,34 @@ class Connection(_Base):  # type: ignore[misc]
 
     def autocommit(self, on: bool) -> None:
         """Set autocommit; turning it on ends a mutex-mode transaction hold too."""
-        if on:
-            self._end_transaction(_Base.autocommit, on)
-        else:
-            self._guarded_autocommit(on)
-        self._guard.autocommit = bool(on)
-
-    _guarded_autocommit = _guarded("autocommit")
-
-    def begin(self) -> None:
-        """Begin a transaction explicitly (not needed with autocommit off, the default)."""
-        self._guarded_begin()
-        self._guard.began = True
-
-    _guarded_begin = _guarded("begin", sends_sql=True)
-
-    def _end_transaction(self, end: Callable[..., None], *args: Any) -> None:
         guard = self._guard
         guard.enter(None)
         try:
-            end(self, *args)
+            _Base.autocommit(self, on)
+            # Noted inside the guard: guarddb's reaper reads it while holding the guard.
+            guard.autocommit = bool(on)
+            if on:  # the server commits what was open
+                guard.dirty = guard.began = False
+        finally:
+            if on and guard.holds_transactions and guard.txn_holder == get_ident():
+                guard.release_transaction()
+            guard.leave()
+
+    def begin(self) -> None:
+        """Begin a transaction explicitly (not needed with autocommit off, the default)."""
+        guard = self._guard
+        guard.enter(None)
+        try:
+            _Base.begin(self)
+            guard.began = True
+        finally:
+            guard.leave()
+
+    def _end_transaction(self, end: Callable[..., None]) -> None:
+        guard = self._guard
+        guard.enter(None)
+        try:
+            end(self)
             guard.dirty = guard.began = False
         finally:
             if guard.holds_transactions and guard.txn_holder == get_ident():
@@ -188,13 +244,14 @@ class Connection(_Base):  # type: ignore[misc]
         return self._guard.in_transaction()
 
     def adopt(self) -> None:
-        """Make the calling thread this connection's owner (strict mode).
+        """Make the calling thread this connection's owner (strict mode; orphans).
 
         Pools call it when they hand a connection to a thread.  Refused while
         another thread is inside a call on it or holds its unread unbuffered
         result.
         """
         self._guard.adopt()
+        lifecycle.adopted(self)
 
     def cursor(self, cursorclass: type | None = None) -> Any:
         """Create a cursor; any MySQLdb cursor class given is guarded too."""
@@ -225,12 +282,12 @@ class Connection(_Base):  # type: ignore[misc]
 
     _guarded_select_db = _guarded("select_db")
 
-    def _reopen_after_fork(self) -> None:
-        """on_fork="reconnect", in a forked child: this object gets a fresh session.
+    def _reopen_session(self) -> None:
+        """A fresh session for this object (on_fork / on_idle="reconnect").
 
-        The guard has made its slot this process's own.  The inherited handle
-        is closed (its socket points at /dev/null since the fork, so the
-        parent's session sees nothing), mysqlclient's own set-up runs again
+        The guard has made its slot usable again.  The old handle is closed
+        (after a fork its socket points at /dev/null, so the parent's session
+        sees nothing), mysqlclient's own set-up runs again
         with the same arguments, and what was changed on the old session since
         (autocommit, character set, SQL mode, database) is changed again.
         Settings made in SQL text (``SET ...``) are not replayed.
@@ -242,12 +299,13 @@ class Connection(_Base):  # type: ignore[misc]
         kept = {
             name: getattr(self, name)
             for name in ("cursorclass", "encoders", "converter", "executemany_fallback")
-            if hasattr(self, name)
+            if getattr(self, name, None) is not None  # close() drops the converter
         }
         # mysqlclient >= 2.3: a lock that a parent thread held at fork stays
         # held here ("in use"); the old handle is then left unclosed (a /dev/null fd).
-        with contextlib.suppress(ProgrammingError):
-            _mysql.connection.close(self)
+        if self.open:  # guarddb's reaper closed it already
+            with contextlib.suppress(ProgrammingError):
+                _mysql.connection.close(self)
         try:
             _Base.__init__(self, *args, **kwargs)
         except BaseException:
@@ -265,10 +323,18 @@ class Connection(_Base):  # type: ignore[misc]
         if bool(self.get_autocommit()) != autocommit:
             self.autocommit(autocommit)
         self._session_opened()
+        lifecycle.reopened(self)
 
     def ping(self, *args: Any) -> Any:
-        """Check the connection; ``ping(True)`` may reconnect (a new socket is watched)."""
+        """Check the connection; ``ping(True)`` may reconnect (a new socket is watched).
+
+        In a forked child (on_fork="raise") it raises ForkedConnectionError
+        (2006) without reporting a violation: pools ping to find the
+        connections they must replace, and this is how they find it.
+        """
         guard = self._guard
+        if guard.on_fork == "raise" and guard.forked():
+            raise guard.forked_error()
         guard.enter(None)
         try:
             alive = super().ping(*args)
@@ -282,6 +348,9 @@ class Connection(_Base):  # type: ignore[misc]
     def close(self) -> None:
         """Close the connection; in a forked child, without touching the parent's session."""
         guard = self._guard
+        if guard.closed_reason is not None:  # closed by guarddb already: now by its user too
+            guard.closed_by_user()
+            return
         if guard.forked():
             # The socket was pointed at /dev/null at fork: COM_QUIT goes nowhere.
             guard.forget_socket()
@@ -292,7 +361,9 @@ class Connection(_Base):  # type: ignore[misc]
             with contextlib.suppress(ProgrammingError):
                 super().close()
             return
-        guard.enter(ANY_USER)
+        # Any thread may close a connection nobody is inside (pools close
+        # from other threads: dispose, recycle), strict mode included.
+        guard.enter_any_thread(ANY_USER)
         try:
             guard.forget_socket()
             super().close()

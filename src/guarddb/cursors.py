@@ -22,7 +22,7 @@ from MySQLdb import ProgrammingError, _mysql
 
 from . import guard as _guard
 from . import violations
-from .errors import GuardError, ThreadOwnershipError
+from .errors import GuardError
 
 get_ident = _guard.get_ident
 
@@ -211,27 +211,26 @@ class GuardedCursorMixIn:
     def close(self) -> None:
         """Close the cursor.
 
-        In a forked child, or when the connection cannot be entered (another
-        thread inside it, another cursor's unread rows) and this cursor holds
-        nothing on the server, it is closed on the client side only.  In strict mode a
-        thread that does not own the connection gets ThreadOwnershipError.
+        Any thread may close a cursor (code that closes in an ``except``
+        block after a refused statement must not get a second error).  In a
+        forked child, or when the connection cannot be entered (another thread
+        inside it, another cursor's unread rows) and this cursor holds nothing
+        on the server, it is closed on the client side only.
         """
         db = self.connection  # type: ignore[attr-defined]
         if db is None:
             return
         guard = getattr(db, "_guard", UNGUARDED)
-        if guard.slot is not None and guard.forked():
-            self._close_locally()  # nothing of it is on a server this process talks to
+        if guard.slot is not None and guard.detached():
+            self._close_locally()  # its session is the parent's, or closed by guarddb
             return
         try:
             with violations.unreported():  # a refusal here is handled: closed locally
-                guard.enter(self)
-        except ThreadOwnershipError as error:
-            raise guard._violation(error) from None
+                guard.enter_any_thread(self)
         except GuardError as error:
             if guard.pending is not None and guard.pending() is self:
                 # another thread reads this very cursor's rows
-                raise guard._violation(error) from None
+                raise guard.violation(error) from None
             self._close_locally()
             return
         try:

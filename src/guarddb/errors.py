@@ -63,3 +63,13 @@ class LockTimeoutError(GuardError, OperationalError):
     message names that thread, how long it has held the connection, and the
     statement it runs.
     """
+
+
+class IdleClosedError(GuardError, OperationalError):
+    """guarddb closed the connection: idle longer than ``max_idle``, or left by its thread.
+
+    ``args[0] == 2006``, so SQLAlchemy's and Django's disconnect handling
+    replace the connection (and ``pool_pre_ping`` does so silently).  Not a
+    violation: the connection was closed on purpose, while nobody used it.
+    With ``on_idle="reconnect"`` the next call opens a fresh session instead.
+    """

@@ -22,6 +22,7 @@ from .errors import (
     ConcurrentUseError,
     ForkedConnectionError,
     GuardError,
+    IdleClosedError,
     LockTimeoutError,
     PendingResultError,
     ThreadOwnershipError,
@@ -39,17 +40,26 @@ MUTEX_SCOPES = ("call", "transaction")
 #: What a forked child's first use of an inherited connection does.
 ON_FORK = ("raise", "reconnect")
 
+#: What the next use of a connection guarddb closed for being idle does.
+ON_IDLE = ("raise", "reconnect")
+
 #: Environment variables read once, at import, for the process defaults.
 ENV_MODE = "GUARDDB_MODE"
 ENV_MUTEX_TIMEOUT = "GUARDDB_MUTEX_TIMEOUT"
 ENV_MUTEX_SCOPE = "GUARDDB_MUTEX_SCOPE"
 ENV_ON_FORK = "GUARDDB_ON_FORK"
+ENV_MAX_IDLE = "GUARDDB_MAX_IDLE"
+ENV_ON_IDLE = "GUARDDB_ON_IDLE"
+ENV_CLOSE_ORPHANS = "GUARDDB_CLOSE_ORPHANS"
 
 _defaults: dict[str, Any] = {
     "guard": "exclusive",
     "mutex_timeout": None,
     "mutex_scope": "call",
     "on_fork": "raise",
+    "max_idle": None,
+    "on_idle": "raise",
+    "close_orphans": False,
 }
 
 get_ident = threading.get_ident
@@ -61,9 +71,15 @@ _log = logging.getLogger("guarddb")
 epoch = 0
 
 
+#: Thread id of guarddb's lifecycle thread (the reaper), 0 while none runs:
+#: a call that finds it inside a connection waits for it instead of failing.
+service_ident = 0
+
+
 def _after_fork_in_child() -> None:
-    global epoch
+    global epoch, service_ident
     epoch += 1
+    service_ident = 0  # the parent's lifecycle thread does not exist here
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -96,26 +112,51 @@ def _check_scope(scope: object, source: str = "mutex_scope") -> str:
     raise ValueError(f"{source}={scope!r}: use one of {valid}")
 
 
-def _check_on_fork(policy: object, source: str = "on_fork") -> str:
-    if policy in ON_FORK:
-        return policy  # type: ignore[return-value]
-    valid = ", ".join(repr(m) for m in ON_FORK)
-    raise ValueError(f"{source}={policy!r}: use one of {valid}")
+def _check_choice(choices: tuple[str, ...], name: str) -> Any:
+    def check(value: object, source: str = name) -> str:
+        if value in choices:
+            return value  # type: ignore[return-value]
+        valid = ", ".join(repr(m) for m in choices)
+        raise ValueError(f"{source}={value!r}: use one of {valid}")
+
+    return check
+
+
+def _check_max_idle(seconds: object, source: str = "max_idle") -> float | None:
+    if seconds is None:
+        return None
+    return _check_timeout(seconds, source)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _check_flag(flag: object, source: str = "close_orphans") -> bool:
+    if isinstance(flag, bool):
+        return flag
+    if isinstance(flag, str) and flag.strip().lower() in _TRUE + _FALSE:
+        return flag.strip().lower() in _TRUE
+    raise ValueError(f"{source}={flag!r}: give True or False (or 1/0 in the environment)")
 
 
 _CHECKS = {
     "guard": check_mode,
     "mutex_timeout": _check_timeout,
     "mutex_scope": _check_scope,
-    "on_fork": _check_on_fork,
+    "on_fork": _check_choice(ON_FORK, "on_fork"),
+    "max_idle": _check_max_idle,
+    "on_idle": _check_choice(ON_IDLE, "on_idle"),
+    "close_orphans": _check_flag,
 }
 
 
 def set_defaults(**guard_keywords: Any) -> None:
     """Set process-wide defaults for guarddb's connect keywords.
 
-    ``guard`` (the mode), ``mutex_timeout``, ``mutex_scope`` and ``on_fork``.
-    An explicit keyword given to ``connect()`` always wins over these.
+    ``guard`` (the mode), ``on_fork``, ``mutex_timeout``, ``mutex_scope``,
+    ``max_idle``, ``on_idle`` and ``close_orphans``.  An explicit keyword
+    given to ``connect()`` always wins over these.
     """
     unknown = sorted(set(guard_keywords) - set(_defaults))
     if unknown:
@@ -151,6 +192,9 @@ def _read_environment() -> None:
         ("mutex_timeout", ENV_MUTEX_TIMEOUT),
         ("mutex_scope", ENV_MUTEX_SCOPE),
         ("on_fork", ENV_ON_FORK),
+        ("max_idle", ENV_MAX_IDLE),
+        ("on_idle", ENV_ON_IDLE),
+        ("close_orphans", ENV_CLOSE_ORPHANS),
     ):
         value = os.environ.get(variable, "").strip()
         if value:
@@ -233,18 +277,28 @@ class ConnectionGuard:
     __slots__ = (
         "autocommit",
         "began",
+        "close_orphans",
+        "closed_reason",
         "connection",
+        "db",
         "dirty",
         "flags",
+        "host",
         "inside",
         "label",
+        "max_idle",
         "mode",
         "on_fork",
+        "on_idle",
+        "opened_at",
+        "orphan_reported",
+        "owner_thread",
         "pending",
         "pending_holder",
         "pending_result",
         "pending_site",
         "pid",
+        "server_thread_id",
         "site",
         "slot",
         "statement",
@@ -278,6 +332,18 @@ class ConnectionGuard:
         self.dirty = False
         self.began = False
         self.autocommit = False
+        # Lifecycle (guarddb.lifecycle): what and when it opened, its limits,
+        # its owner thread, and why guarddb closed it, once it has.
+        self.server_thread_id = 0
+        self.host = ""
+        self.db: str | None = None
+        self.opened_at = time.monotonic()
+        self.max_idle: float | None = None
+        self.on_idle = "raise"
+        self.close_orphans = False
+        self.owner_thread: Any = None
+        self.orphan_reported = False
+        self.closed_reason: str | None = None
 
     # -- the calls -------------------------------------------------------------------------
 
@@ -293,16 +359,75 @@ class ConnectionGuard:
         if self.pending is not None:
             self.check_pending(user)
 
+    def enter_any_thread(self, user: Any = None) -> None:
+        """Enter for a call any thread may make, even in strict mode (closing).
+
+        The owner stays as it is: in strict mode only adopt() changes it.
+        """
+        rc = _enter(self.slot, (self.flags & ~lib.GUARD_STRICT) | lib.GUARD_KEEP_OWNER)
+        if rc:
+            self.refused(rc)
+        if self.pending is not None:
+            self.check_pending(user)
+
     def refused(self, rc: int) -> None:
         """The C guard said no (``rc``): raise the mode's error (mutex mode waits instead).
 
         With ``on_fork="reconnect"``, a forked child's first use opens a fresh
         session instead and returns entered, as a successful enter would.
         """
+        if rc == lib.GUARD_BUSY and service_ident and int(self.slot.busy) == service_ident:
+            rc = self._wait_for_service()
+            if rc == lib.GUARD_OK:
+                return
         if rc == lib.GUARD_FORKED and self.on_fork == "reconnect":
             self._reconnect_after_fork()
             return
+        if rc == lib.GUARD_CLOSED:
+            self._closed_by_guarddb()
+            return
         raise self.refusal(rc)
+
+    def _wait_for_service(self) -> int:
+        """guarddb's lifecycle thread is inside for a moment (closing an idle connection)."""
+        rc = lib.GUARD_BUSY
+        while rc == lib.GUARD_BUSY and int(self.slot.busy) in (service_ident, 0):
+            rc = _enter_wait(self.slot, int(_WAIT_SLICE * 1e9))
+        return rc
+
+    def _closed_by_guarddb(self) -> None:
+        """The connection was closed by guarddb: reconnect (on_idle="reconnect") or say so."""
+        conn = self.connection() if self.connection is not None else None
+        if self.on_idle != "reconnect" or conn is None:
+            raise IdleClosedError(
+                CR_SERVER_GONE_ERROR,
+                f"guarddb: {self._opened()} was closed by guarddb: {self.closed_reason}. "
+                f"Open a new connection (pools replace it on this error), or pass "
+                f"on_idle='reconnect' to reconnect on the next call.",
+            )
+        rc = lib.guard_claim(self.slot, 1)
+        if rc:  # another thread got in first (mutex mode): it reconnects, this one waits its turn
+            self.refused(rc)
+            return
+        try:
+            if lib.guard_state(self.slot) == lib.GUARD_CLOSED:
+                lib.guard_mark_open(self.slot)
+                try:
+                    conn._reopen_session()
+                except BaseException:
+                    lib.guard_mark_closed(self.slot)
+                    raise
+                self.closed_reason = None
+        finally:
+            lib.guard_release(self.slot, get_ident())
+        rc = _enter(self.slot, self.flags)
+        if rc:
+            self.refused(rc)
+
+    def closed_by_user(self) -> None:
+        """The user closed a connection guarddb had closed: from now on it is simply closed."""
+        self.closed_reason = None
+        lib.guard_mark_open(self.slot)  # calls reach mysqlclient, and get its own errors
 
     def in_transaction(self) -> bool:
         """Whether a transaction may be open: statements since the last commit or rollback,
@@ -319,7 +444,7 @@ class ConnectionGuard:
         elif self.in_transaction():
             lost = "a transaction was open (statements since the last commit or rollback)"
         if lost is not None:
-            raise self._violation(
+            raise self.violation(
                 ForkedConnectionError(
                     CR_SERVER_GONE_ERROR,
                     f"guarddb: process {os.getpid()} cannot reconnect {self._opened()} by process "
@@ -337,7 +462,7 @@ class ConnectionGuard:
         self.pending_holder = 0
         self.dirty = self.began = False
         self._forget_holders()
-        conn._reopen_after_fork()
+        conn._reopen_session()
         rc = _enter(self.slot, self.flags)
         if rc:
             raise self.refusal(rc)
@@ -349,7 +474,7 @@ class ConnectionGuard:
         """Just entered: refuse ``user`` if another cursor's unbuffered rows are unread."""
         if user is not ANY_USER and self.pending is not None and self.pending() is not user:
             _leave(self.slot)
-            raise self._violation(self._pending_error())
+            raise self.violation(self._pending_error())
 
     def leave(self) -> None:
         """Leave the connection (after the call, whatever it raised)."""
@@ -371,16 +496,26 @@ class ConnectionGuard:
 
     def forked(self) -> bool:
         """True in a forked child of the process that opened the connection."""
-        return bool(lib.guard_forked(self.slot))
+        return bool(lib.guard_state(self.slot) == lib.GUARD_FORKED)
+
+    def detached(self) -> bool:
+        """True when the session is not this process's to use: forked, or closed by guarddb."""
+        return bool(lib.guard_state(self.slot) != lib.GUARD_OK)
 
     def owner(self) -> int:
         """Thread id of the owner (strict: creator or adopter; otherwise the last user)."""
         return int(self.slot.owner)
 
     def adopt(self) -> None:
-        """Make the calling thread the owner; refused while another thread is inside."""
+        """Make the calling thread the owner; refused while another thread is inside.
+
+        In a forked child it does nothing: the first call there decides
+        (ForkedConnectionError, or a reconnect owned by the calling thread).
+        """
+        if self.forked():
+            return
         if self.pending is not None and self.pending_holder != get_ident():
-            raise self._violation(self._pending_error(adopting=True))
+            raise self.violation(self._pending_error(adopting=True))
         rc = lib.guard_adopt(self.slot)
         if rc:
             raise self.refusal(rc, adopting=True)
@@ -426,16 +561,20 @@ class ConnectionGuard:
     def _opened(self) -> str:
         return f"{self.label} opened at {self.site}"
 
-    def _violation(self, error: GuardError) -> GuardError:
+    def violation(self, error: GuardError) -> GuardError:
         """Report ``error`` to the violation hooks and the log; return it to be raised."""
         violations.report(
             type(error).__name__, str(error.args[-1]), self.site, caller_site(), self.mode, error
         )
         return error
 
+    def forked_error(self) -> GuardError:
+        """The ForkedConnectionError for this connection, not reported as a violation."""
+        return self._refusal_error(lib.GUARD_FORKED, False)
+
     def refusal(self, rc: int, adopting: bool = False) -> GuardError:
         """The exception for a C refusal code (reported as a violation), saying what to do."""
-        return self._violation(self._refusal_error(rc, adopting))
+        return self.violation(self._refusal_error(rc, adopting))
 
     def _refusal_error(self, rc: int, adopting: bool) -> GuardError:
         me = describe_thread(get_ident())
@@ -468,7 +607,7 @@ class ConnectionGuard:
 
     def foreign_rows(self, executor: int) -> GuardError:
         """The error for a fetch of rows that another thread's execute produced (reported)."""
-        return self._violation(self._foreign_rows_error(executor))
+        return self.violation(self._foreign_rows_error(executor))
 
     def _foreign_rows_error(self, executor: int) -> GuardError:
         me = describe_thread(get_ident())
@@ -621,6 +760,9 @@ class UncheckedGuard(ConnectionGuard):
     def enter(self, user: Any = None) -> None:
         """Nothing is checked."""
 
+    def enter_any_thread(self, user: Any = None) -> None:
+        """Nothing is checked."""
+
     def leave(self) -> None:
         """Nothing was entered."""
 
@@ -636,6 +778,9 @@ def make_guard(chosen: dict[str, Any], site: str) -> ConnectionGuard:
     else:
         guard = ConnectionGuard(mode, site)
     guard.on_fork = chosen["on_fork"]
+    guard.max_idle = chosen["max_idle"]
+    guard.on_idle = chosen["on_idle"]
+    guard.close_orphans = chosen["close_orphans"]
     return guard
 
 

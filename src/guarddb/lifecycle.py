@@ -1,0 +1,390 @@
+"""Every live guarded connection, the orphans left by ended threads, and the idle reaper.
+
+guarddb opens every guarded connection, so it can list them
+(:func:`live_connections`, from weak references, with no server round trip),
+notice when the thread that owns one ends while it is still open (an orphan:
+reported once, closed with ``close_orphans=True``), and close connections idle
+longer than ``max_idle``.
+
+The work that closes connections runs in one daemon thread per process, the
+lifecycle thread, started the first time it is needed (and again in a forked
+child, only when needed there).  It claims a connection through the guard's
+in-use slot, exactly as a call does, so it never closes one under a call; it
+never closes one with an open transaction or unread rows for being idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from itertools import count
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from MySQLdb import MySQLError, _mysql
+
+from . import guard as _guard_module
+from . import violations
+from .guard import get_ident, lib
+
+if TYPE_CHECKING:
+    from .connections import Connection
+
+_log = logging.getLogger("guarddb")
+
+#: Every open guarded connection of this process (weak: the registry keeps none alive).
+_registry: weakref.WeakSet[Connection] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+
+#: How long after an owner thread's end its connections are judged: the thread's
+#: own clean-up may still be dropping them.
+_ORPHAN_GRACE = 0.2
+#: The lifecycle thread looks at least this often while it has work.
+_LONGEST_NAP = 1.0
+_SHORTEST_NAP = 0.02
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One live connection, as :func:`live_connections` sees it (a snapshot)."""
+
+    #: The server's id of the session (CONNECTION_ID()), read at connect.
+    server_thread_id: int
+    #: Where it connects: ``host:port``, or the unix socket path.
+    host: str
+    #: The database it opened (or last selected with select_db()).
+    db: str | None
+    #: Its guard mode.
+    mode: str
+    #: The owner thread (the one that opened it, or the last to call adopt()).
+    owner_name: str
+    owner_ident: int
+    #: Whether that thread still runs; False makes it an orphan.
+    owner_alive: bool
+    #: ``file:line`` that opened it.
+    site: str
+    #: Seconds since connect (or reconnect), and since the end of its last call.
+    age: float
+    idle: float
+    #: A transaction may be open (statements since the last commit/rollback, autocommit off).
+    in_transaction: bool
+    #: An unbuffered result is still unread.
+    pending_result: bool
+    #: The process whose session it is (a forked child's inherited ones show the parent's).
+    pid: int
+
+    @property
+    def orphan(self) -> bool:
+        """Left open by a thread that has ended."""
+        return not self.owner_alive
+
+
+def live_connections() -> list[ConnectionInfo]:
+    """A snapshot of every open guarded connection in this process.
+
+    No server round trip and no lock any call takes: it reads what the guard
+    keeps.  Connections closed or garbage-collected are not in it.
+    """
+    return [info for conn in _snapshot() if (info := _describe(conn)) is not None]
+
+
+#: Orphans reported in this process, as they were when noticed (for reports at exit).
+orphans_seen: list[ConnectionInfo] = []
+
+
+# -- registration -------------------------------------------------------------------------
+
+
+class Owner(NamedTuple):
+    """A connection's owner thread: a weak reference to its mark (dead once it ended)."""
+
+    mark: weakref.ref[Any]
+    token: int
+    ident: int
+    name: str
+
+
+class _ThreadMark:
+    """Kept in the owner thread's thread-local storage: it goes when the thread ends."""
+
+    __slots__ = ("__weakref__", "ident", "name", "token")
+
+    def __init__(self, token: int) -> None:
+        thread = threading.current_thread()
+        self.token = token
+        self.ident = get_ident()
+        self.name = thread.name
+
+
+_marks = threading.local()
+_tokens = count(1)
+
+
+def _owner() -> Owner:
+    """The calling thread as an owner (its mark is made on first use)."""
+    mark = getattr(_marks, "mark", None)
+    if mark is None:
+        mark = _marks.mark = _ThreadMark(next(_tokens))
+        # The callback fires while the ending thread clears its state: it only
+        # notes the end; the lifecycle thread judges a little later.
+        ended = weakref.finalize(mark, _owner_ended, mark.token, mark.ident, mark.name)
+        ended.atexit = False  # the main thread's end at exit is not an orphaning
+    return Owner(weakref.ref(mark), mark.token, mark.ident, mark.name)
+
+
+def register(conn: Connection) -> None:
+    """Track a newly opened connection; its owner is the calling thread."""
+    guard = conn._guard
+    guard.owner_thread = _owner()
+    with _registry_lock:
+        _registry.add(conn)
+    if guard.max_idle is not None:
+        _lifecycle.wake()
+
+
+def adopted(conn: Connection) -> None:
+    """The calling thread now owns ``conn`` (adopt())."""
+    guard = conn._guard
+    guard.owner_thread = _owner()
+    guard.orphan_reported = False
+
+
+def reopened(conn: Connection) -> None:
+    """``conn`` has a fresh session (a reconnect): the lifecycle thread may have work again."""
+    if conn._guard.max_idle is not None:
+        _lifecycle.wake()
+
+
+def _snapshot() -> list[Connection]:
+    with _registry_lock:
+        conns = list(_registry)
+    return [conn for conn in conns if conn.open and conn._guard.slot is not None]
+
+
+def _owner_alive(guard: Any) -> bool:
+    return guard.owner_thread is None or guard.owner_thread.mark() is not None
+
+
+def _describe(conn: Connection) -> ConnectionInfo | None:
+    guard = conn._guard
+    slot = guard.slot
+    if slot is None:
+        return None
+    owner = guard.owner_thread
+    now = time.monotonic()
+    return ConnectionInfo(
+        server_thread_id=guard.server_thread_id,
+        host=guard.host,
+        db=conn._session.get("database", guard.db),
+        mode=guard.mode,
+        owner_name=owner.name if owner else "",
+        owner_ident=owner.ident if owner else 0,
+        owner_alive=_owner_alive(guard),
+        site=guard.site,
+        age=now - guard.opened_at,
+        idle=_idle_seconds(slot),
+        in_transaction=guard.in_transaction(),
+        pending_result=guard.pending is not None,
+        pid=guard.pid,
+    )
+
+
+def _idle_seconds(slot: Any) -> float:
+    if slot.busy:
+        return 0.0
+    return _idle_seconds_held(slot)
+
+
+def _idle_seconds_held(slot: Any) -> float:
+    return max(0.0, (lib.guard_coarse_ns() - slot.last_used_ns) / 1e9)
+
+
+# -- orphans ------------------------------------------------------------------------------
+
+_ended: list[tuple[float, int, int, str]] = []  # (when, token, ident, name) to judge
+
+
+def _owner_ended(token: int, ident: int, name: str) -> None:
+    # Runs in the ending thread, during its clean-up: note it, nothing more.
+    _ended.append((time.monotonic(), token, ident, name))
+    _lifecycle.wake()
+
+
+def _judge_ended_owners(now: float) -> float | None:
+    """Report (and with close_orphans, close) the connections of owners that ended.
+
+    Returns when to look again for owners that ended too recently to judge.
+    """
+    ready = [entry for entry in _ended if now - entry[0] >= _ORPHAN_GRACE]
+    if not ready:
+        return _ended[0][0] + _ORPHAN_GRACE if _ended else None
+    for entry in ready:
+        _ended.remove(entry)
+    tokens = {token: (ident, name) for _when, token, ident, name in ready}
+    for conn in _snapshot():
+        guard = conn._guard
+        if guard.owner_thread is None or guard.owner_thread.token not in tokens:
+            continue
+        if not guard.orphan_reported:
+            guard.orphan_reported = True
+            _report_orphan(conn, *tokens[guard.owner_thread.token])
+        if guard.close_orphans:
+            _close(conn, "its owner thread ended (close_orphans=True)", orphan=True)
+    return _ended[0][0] + _ORPHAN_GRACE if _ended else None
+
+
+def _report_orphan(conn: Connection, ident: int, name: str) -> None:
+    guard = conn._guard
+    info = _describe(conn)
+    if info is not None:
+        orphans_seen.append(info)
+    message = (
+        f"guarddb: {guard.label} opened at {guard.site} is still open, but its owner, "
+        f"thread {name!r} (id {ident}), has ended: an orphan, a session the server keeps "
+        f"for nobody. Close connections in the thread that opens them (or use a pool), "
+        f"or pass close_orphans=True to have guarddb close them."
+    )
+    violations.report("orphan", message, guard.site, guard.site, guard.mode)
+
+
+# -- closing ------------------------------------------------------------------------------
+
+
+def _close(
+    conn: Connection, reason: str, orphan: bool = False, max_idle: float | None = None
+) -> bool:
+    """Close ``conn`` for guarddb, holding its guard slot; False if it is in use now.
+
+    With ``max_idle``, only if it is still idle that long once the slot is held.
+    """
+    guard = conn._guard
+    slot = guard.slot
+    if slot is None or guard.mode == "off":  # "off" calls skip the guard: never safe
+        return False
+    rc = lib.guard_claim(slot, 0)
+    holder = int(slot.busy)
+    if rc == lib.GUARD_BUSY and orphan and holder not in threading._active:  # type: ignore[attr-defined]
+        # The ended owner left it held (unread rows, a mutex transaction): take it over.
+        rc = lib.guard_steal(slot, holder)
+    if rc:
+        return False
+    me = get_ident()
+    try:
+        if not conn.open:
+            return False
+        if orphan:
+            last_user = int(slot.owner)
+            if guard.mode != "strict" and last_user in threading._active and last_user != me:  # type: ignore[attr-defined]
+                return False  # another live thread took it over without adopt(): it is used
+            _finish_for_dead_owner(conn)
+        elif guard.pending is not None or guard.in_transaction():
+            return False
+        elif max_idle is not None and _idle_seconds_held(slot) < max_idle:
+            return False  # used since it was looked at
+        guard.closed_reason = reason
+        guard.forget_socket()
+        with contextlib.suppress(MySQLError):
+            _mysql.connection.close(conn)  # COM_QUIT: the server frees the session
+        # Marked only now: until the slot is let go, a call waits for it (as
+        # for any call in progress) rather than seeing it closed half-way.
+        lib.guard_mark_closed(slot)
+        _log.info("guarddb: closed %s opened at %s: %s", guard.label, guard.site, reason)
+        return True
+    finally:
+        lib.guard_release(slot, me)
+
+
+def _finish_for_dead_owner(conn: Connection) -> None:
+    """An orphan's unread rows are drained and its open transaction rolled back."""
+    guard = conn._guard
+    result = guard.pending_result
+    if result is not None:
+        guard.pending = guard.pending_result = None
+        guard.pending_holder = 0
+        with contextlib.suppress(MySQLError):
+            result.discard()
+    if guard.in_transaction() or guard.holds_transactions:
+        with contextlib.suppress(MySQLError):
+            _mysql.connection.rollback(conn)
+        guard.dirty = guard.began = False
+        if guard.holds_transactions:
+            guard.txn_holder = 0
+
+
+def _reap_idle(now_ns: int) -> float | None:
+    """Close the connections idle too long; returns seconds until the next may be due."""
+    due: float | None = None
+    for conn in _snapshot():
+        guard = conn._guard
+        limit = guard.max_idle
+        if limit is None or guard.closed_reason is not None or guard.forked():
+            continue
+        slot = guard.slot
+        idle = 0.0 if slot.busy else (now_ns - slot.last_used_ns) / 1e9
+        if idle >= limit:
+            reason = f"idle for {idle:.1f}s (max_idle={limit:g})"
+            if _close(conn, reason, max_idle=limit):
+                continue
+            idle = 0.0  # busy, or in a transaction: look again a full period later
+        wait = limit - idle
+        due = wait if due is None else min(due, wait)
+    return due
+
+
+# -- the lifecycle thread -----------------------------------------------------------------
+
+
+class _Lifecycle:
+    """The one daemon thread that closes connections for guarddb (started when needed)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Make the thread look now; start it if it does not run in this process."""
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    thread = threading.Thread(
+                        target=self._run, name="guarddb-lifecycle", daemon=True
+                    )
+                    thread.start()
+                    self.thread = thread
+        self.event.set()
+
+    def _run(self) -> None:
+        _guard_module.service_ident = get_ident()
+        while True:
+            self.event.clear()
+            nap = self.tick()
+            self.event.wait(None if nap is None else min(max(nap, _SHORTEST_NAP), _LONGEST_NAP))
+
+    @staticmethod
+    def tick() -> float | None:
+        """One look at every connection; returns when to look again (None: when woken)."""
+        try:
+            next_orphans = _judge_ended_owners(time.monotonic())
+            next_idle = _reap_idle(lib.guard_coarse_ns())
+        except Exception:  # never let the thread die: log, and look again soon
+            _log.exception("guarddb: the lifecycle thread failed")
+            return _LONGEST_NAP
+        waits = [next_idle] if next_idle is not None else []
+        if next_orphans is not None:
+            waits.append(next_orphans - time.monotonic())
+        return min(waits) if waits else None
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()
+        self.event = threading.Event()
+        self.thread = None  # the parent's thread does not exist here
+        _ended.clear()
+
+
+_lifecycle = _Lifecycle()
+os.register_at_fork(after_in_child=_lifecycle.after_fork_in_child)

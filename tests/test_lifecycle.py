@@ -1,0 +1,394 @@
+"""Lifecycle: live_connections(), orphans left by ended threads, the idle reaper."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import random
+import threading
+import time
+
+import MySQLdb
+import pytest
+
+import guarddb
+from guarddb import IdleClosedError, live_connections
+
+from .helpers import Blocked, in_forked_child, in_thread, run_python, run_threads, wait_until
+
+
+def one(conn, sql, args=None):
+    cursor = conn.cursor()
+    cursor.execute(sql, args)
+    row = cursor.fetchone()
+    cursor.close()
+    return row
+
+
+@pytest.fixture
+def watcher(plain_connect):
+    """A plain connection that looks at the server's sessions."""
+    conn = plain_connect(autocommit=True)
+
+    def sessions() -> set[int]:
+        cursor = conn.cursor()
+        cursor.execute("SELECT ID FROM information_schema.PROCESSLIST")
+        return {row[0] for row in cursor.fetchall()}
+
+    return sessions
+
+
+def info_of(conn, session: int | None = None) -> guarddb.ConnectionInfo:
+    """``conn``'s entry (give its ``session`` id while another thread is inside a call)."""
+    session = conn.thread_id() if session is None else session
+    (info,) = [i for i in live_connections() if i.server_thread_id == session]
+    return info
+
+
+@pytest.fixture
+def orphans():
+    """Orphan reports made while the test runs."""
+    seen: list[guarddb.Violation] = []
+
+    def hook(violation: guarddb.Violation) -> None:
+        if violation.kind == "orphan":
+            seen.append(violation)
+
+    guarddb.on_violation(hook)
+    yield seen
+    guarddb.remove_violation_hook(hook)
+
+
+# -- the registry ------------------------------------------------------------------------
+
+
+def test_live_connections_describes_each_open_connection(connect, connect_args):
+    before = time.monotonic()
+    conn = connect(guard="strict")  # opened on the next line's caller: the connect fixture
+    info = info_of(conn)
+    assert info.server_thread_id == one(conn, "SELECT CONNECTION_ID()")[0]
+    assert info.host == connect_args["unix_socket"] and info.db == "test"
+    assert info.mode == "strict" and info.pid == conn._guard.pid
+    assert info.owner_name == threading.current_thread().name
+    assert info.owner_ident == threading.get_ident() and info.owner_alive and not info.orphan
+    assert info.site == conn._guard.site and "conftest.py" in info.site
+    assert 0 <= info.age <= time.monotonic() - before
+    assert not info.in_transaction and not info.pending_result
+
+    one(conn, "SELECT 1")  # autocommit off (MySQLdb's default): a transaction is open
+    assert info_of(conn).in_transaction
+    conn.commit()
+    assert not info_of(conn).in_transaction
+    ss = conn.cursor(guarddb.cursors.SSCursor)
+    ss.execute("SELECT 1 UNION SELECT 2")
+    assert info_of(conn).pending_result
+    ss.fetchall()
+    assert not info_of(conn).pending_result
+    conn.select_db("mysql")
+    assert info_of(conn).db == "mysql"
+
+
+def test_idle_counts_from_the_end_of_the_last_call(connect):
+    conn = connect(autocommit=True)
+    one(conn, "SELECT 1")
+    start = time.monotonic()
+    wait_until(lambda: info_of(conn).idle >= 0.3)  # the coarse clock ticks every few ms
+    assert info_of(conn).idle <= time.monotonic() - start + 0.05
+    one(conn, "SELECT 1")
+    assert info_of(conn).idle < 0.3
+
+
+def test_closed_and_collected_connections_leave_the_registry(connect_args):
+    conn = guarddb.connect(**connect_args)
+    thread_id = conn.thread_id()
+    ids = lambda: {i.server_thread_id for i in live_connections()}  # noqa: E731
+    assert thread_id in ids()
+    conn.close()
+    assert thread_id not in ids()
+    dropped = guarddb.connect(**connect_args)
+    thread_id = dropped.thread_id()
+    del dropped
+    gc.collect()
+    assert thread_id not in ids()
+
+
+def test_the_registry_keeps_nothing_alive(connect_args):
+    import weakref
+
+    conn = guarddb.connect(**connect_args)
+    ref = weakref.ref(conn)
+    live_connections()
+    del conn
+    gc.collect()
+    assert ref() is None
+
+
+def test_taking_a_snapshot_never_disturbs_a_call(connect):
+    # mysqlclient 2.3 refuses a call that overlaps another on its own lock: a
+    # snapshot that called into the connection would make these calls fail.
+    conn = connect(autocommit=True)
+    stop = threading.Event()
+    snapshots = []
+
+    def snapshot_loop() -> None:
+        while not stop.is_set():
+            snapshots.append(len(live_connections()))
+
+    thread = threading.Thread(target=snapshot_loop)
+    thread.start()
+    try:
+        for n in range(2000):
+            assert one(conn, "SELECT %s", (n,)) == (n,)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(snapshots) > 10
+
+    session = conn.thread_id()
+    blocked = Blocked(conn, connect())  # a call in progress: the snapshot does not wait
+    try:
+        assert info_of(conn, session).idle == 0.0
+    finally:
+        blocked.release()
+
+
+# -- orphans -----------------------------------------------------------------------------
+
+
+def leak_from_thread(connect_args, name="Leaker", **options):
+    """Open a connection in a thread that ends without closing it; return the connection."""
+    box = {}
+
+    def leak() -> None:
+        box["conn"] = guarddb.connect(**connect_args, **options)  # the opening site
+        box["id"] = box["conn"].thread_id()
+
+    in_thread(leak, name=name)
+    return box["conn"], box["id"], f"test_lifecycle.py:{leak.__code__.co_firstlineno + 1}"
+
+
+def test_an_orphan_is_reported_once_with_its_site_and_dead_thread(
+    connect_args, orphans, caplog, watcher
+):
+    with caplog.at_level(logging.WARNING, logger="guarddb"):
+        conn, session, site = leak_from_thread(connect_args, name="LeakyWorker")
+        wait_until(lambda: orphans)
+        time.sleep(0.3)  # give a second report every chance to happen
+    (report,) = orphans
+    assert report.connection_site.endswith(site)
+    assert "'LeakyWorker'" in report.message and "has ended" in report.message
+    assert "close_orphans=True" in report.message
+    assert any(site in r.getMessage() and "orphan" in r.getMessage() for r in caplog.records)
+    info = info_of(conn)
+    assert info.orphan and info.owner_name == "LeakyWorker"
+    assert session in watcher()  # reported, not closed: that needs close_orphans
+    conn.close()
+
+
+def test_close_orphans_closes_the_session_soon_after_the_thread_ends(connect_args, watcher):
+    conn, session, _site = leak_from_thread(connect_args, close_orphans=True)
+    wait_until(lambda: session not in watcher(), timeout=5)
+    with pytest.raises(IdleClosedError, match="owner thread ended"):
+        one(conn, "SELECT 1")
+    conn.close()  # closing it again is quiet
+
+
+def test_close_orphans_rolls_back_an_open_transaction(connect_args, connect, watcher):
+    setup = connect(autocommit=True)
+    one(setup, "CREATE TABLE IF NOT EXISTS orphan_rows (n INT) ENGINE=InnoDB")
+    one(setup, "DELETE FROM orphan_rows")
+    box = {}
+
+    def work() -> None:
+        conn = box["conn"] = guarddb.connect(**connect_args, close_orphans=True)
+        box["session"] = conn.thread_id()
+        one(conn, "INSERT INTO orphan_rows VALUES (1)")  # autocommit off: left open
+
+    in_thread(work)
+    wait_until(lambda: box["session"] not in watcher(), timeout=5)
+    assert one(setup, "SELECT COUNT(*) FROM orphan_rows") == (0,)
+
+
+def test_an_adopted_connection_belongs_to_its_adopter(connect_args, orphans):
+    box = {}
+    in_thread(lambda: box.setdefault("conn", guarddb.connect(**connect_args, close_orphans=True)))
+    conn = box["conn"]
+    conn.adopt()  # before its opener's end is judged
+    info = info_of(conn)
+    assert info.owner_ident == threading.get_ident() and info.owner_alive
+    time.sleep(0.5)  # the lifecycle thread's judging grace is 0.2 s
+    assert conn.open and one(conn, "SELECT 1") == (1,)
+    conn.close()
+
+
+def test_a_connection_handed_to_a_live_thread_is_not_closed_under_it(connect_args, watcher):
+    # exclusive mode allows a hand-over without adopt(): the last user keeps it.
+    box = {}
+    in_thread(lambda: box.setdefault("conn", guarddb.connect(**connect_args, close_orphans=True)))
+    conn = box["conn"]
+    one(conn, "SELECT 1")
+    conn.commit()
+    time.sleep(0.5)
+    assert conn.open and conn.thread_id() in watcher()
+    conn.close()
+
+
+def test_close_orphans_as_a_process_default_and_from_the_environment(connect_args):
+    code = f"""
+import threading, guarddb, time
+box = []
+t = threading.Thread(target=lambda: box.append(guarddb.connect(**{connect_args!r})))
+t.start(); t.join()
+deadline = time.monotonic() + 5
+while box[0].open and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("closed" if not box[0].open else "open")
+"""
+    assert run_python(code, GUARDDB_CLOSE_ORPHANS="1").stdout.strip() == "closed"
+    assert run_python(code, GUARDDB_CLOSE_ORPHANS="0").stdout.strip() == "open"
+    guarddb.set_defaults(close_orphans=True)
+    try:
+        conn, _session, _site = leak_from_thread(connect_args)
+        wait_until(lambda: not conn.open, timeout=5)
+    finally:
+        guarddb.set_defaults(close_orphans=False)
+    with pytest.raises(ValueError, match="close_orphans"):
+        guarddb.set_defaults(close_orphans="sometimes")
+
+
+# -- the idle reaper ---------------------------------------------------------------------
+
+
+def test_an_idle_connection_is_closed_and_its_next_call_says_why(connect, watcher):
+    conn = connect(max_idle=0.3, autocommit=True)
+    session = one(conn, "SELECT CONNECTION_ID()")[0]
+    wait_until(lambda: session not in watcher(), timeout=5)
+    with pytest.raises(IdleClosedError) as info:
+        conn.cursor().execute("SELECT 1")
+    error = info.value
+    assert isinstance(error, MySQLdb.OperationalError) and isinstance(error, guarddb.GuardError)
+    assert error.args[0] == 2006
+    assert "closed by guarddb" in error.args[1] and "max_idle=0.3" in error.args[1]
+    with pytest.raises(IdleClosedError):
+        conn.ping()  # what pool_pre_ping calls: a disconnect, so the pool replaces it
+    conn.close()  # quiet
+    with pytest.raises(MySQLdb.Error) as after_close:
+        conn.ping()
+    assert not isinstance(after_close.value, guarddb.GuardError)  # mysqlclient's own now
+
+
+def test_on_idle_reconnect_opens_a_fresh_session_as_the_old_one_was(connect, watcher):
+    conn = connect(max_idle=0.3, on_idle="reconnect", autocommit=True, sql_mode="ANSI_QUOTES")
+    conn.set_character_set("latin1")
+    session = one(conn, "SELECT CONNECTION_ID()")[0]
+    wait_until(lambda: session not in watcher(), timeout=5)
+    fresh, charset, mode = one(conn, "SELECT CONNECTION_ID(), @@character_set_client, @@sql_mode")
+    assert fresh != session and charset == "latin1" and mode == "ANSI_QUOTES"
+
+
+def test_never_closed_in_a_transaction_with_unread_rows_or_in_a_call(connect, watcher):
+    in_txn = connect(max_idle=0.2)  # autocommit off
+    one(in_txn, "SELECT 1")
+    unread = connect(max_idle=0.2, autocommit=True)
+    ss = unread.cursor(guarddb.cursors.SSCursor)
+    ss.execute("SELECT 1 UNION SELECT 2")
+    in_call = connect(max_idle=0.2, autocommit=True)
+    kept = {in_txn.thread_id(), unread.thread_id(), in_call.thread_id()}
+    blocked = Blocked(in_call, connect())
+    idle = connect(max_idle=0.2, autocommit=True)
+    idle_session = idle.thread_id()
+    try:
+        wait_until(lambda: idle_session not in watcher(), timeout=5)
+        time.sleep(0.5)  # several more rounds of the reaper
+        assert kept <= watcher()
+    finally:
+        blocked.release()
+    assert ss.fetchall() == ((1,), (2,))
+    in_txn.commit()
+
+
+def test_strict_ownership_survives_reaping(connect, watcher):
+    conn = connect(guard="strict", max_idle=0.2, on_idle="reconnect", autocommit=True)
+    session = conn.thread_id()
+    wait_until(lambda: session not in watcher(), timeout=5)
+    with pytest.raises(guarddb.ThreadOwnershipError):
+        in_thread(lambda: one(conn, "SELECT 1"))  # not its connection to reconnect
+    assert one(conn, "SELECT 2") == (2,)
+
+
+def test_max_idle_from_the_environment_and_bad_values(connect_args):
+    code = f"""
+import guarddb, time
+conn = guarddb.connect(**{connect_args!r}, autocommit=True)
+deadline = time.monotonic() + 5
+while conn.open and time.monotonic() < deadline:
+    time.sleep(0.01)
+try:
+    conn.ping()
+except guarddb.IdleClosedError:
+    print("reaped")
+"""
+    assert run_python(code, GUARDDB_MAX_IDLE="0.2").stdout.strip() == "reaped"
+    with pytest.raises(ValueError, match="max_idle"):
+        guarddb.connect(**connect_args, max_idle=-1)
+    with pytest.raises(ValueError, match="on_idle"):
+        guarddb.connect(**connect_args, max_idle=1, on_idle="later")
+
+
+def test_the_lifecycle_thread_starts_in_a_forked_child_only_when_needed(connect, connect_args):
+    connect(max_idle=5)  # the parent's lifecycle thread runs now
+
+    def child():
+        names = lambda: [t.name for t in threading.enumerate()]  # noqa: E731
+        before = names()
+        conn = guarddb.connect(**connect_args, max_idle=0.2, autocommit=True)
+        wait_until(lambda: not conn.open, timeout=5)
+        return [before, names()]
+
+    before, after = in_forked_child(child)
+    assert "guarddb-lifecycle" not in before
+    assert "guarddb-lifecycle" in after
+
+
+def test_reaper_stress_only_idle_connections_close_and_only_with_idle_closed_error(
+    connect_args, connect
+):
+    """Threads with their own connections, a reaper at a tiny max_idle: nothing else breaks."""
+    setup = connect(autocommit=True)
+    one(setup, "CREATE TABLE IF NOT EXISTS reaper_stress (thread INT, n INT) ENGINE=InnoDB")
+    one(setup, "DELETE FROM reaper_stress")
+    max_idle = 0.03
+    committed = [0] * 6
+    unexpected: list[BaseException] = []
+    reaped = [0]
+
+    def worker(index: int) -> None:
+        rng = random.Random(index)
+        conn = guarddb.connect(**connect_args, max_idle=max_idle)
+        try:
+            for n in range(60):
+                try:
+                    one(conn, "INSERT INTO reaper_stress VALUES (%s, %s)", (index, n))
+                except IdleClosedError:
+                    reaped[0] += 1  # only ever the first call after an idle gap
+                    conn.close()
+                    conn = guarddb.connect(**connect_args, max_idle=max_idle)
+                    continue
+                # Inside a transaction from here: any error at all is a failure.
+                if rng.random() < 0.5:
+                    time.sleep(rng.uniform(0, 2 * max_idle))  # idle inside the transaction
+                one(conn, "SELECT COUNT(*) FROM reaper_stress WHERE thread = %s", (index,))
+                conn.commit()
+                committed[index] += 1
+                if rng.random() < 0.5:
+                    time.sleep(rng.uniform(0, 3 * max_idle))  # idle between transactions
+        except BaseException as exc:
+            unexpected.append(exc)
+        finally:
+            conn.close()
+
+    run_threads(worker, 6)
+    assert unexpected == []
+    assert reaped[0] > 0  # the reaper did work during the run
+    rows = one(setup, "SELECT COUNT(*) FROM reaper_stress")[0]
+    assert rows == sum(committed)  # no transaction was closed under its owner
