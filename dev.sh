@@ -6,7 +6,8 @@
 #
 # What gets installed: Debian packages (a C compiler, pkg-config,
 # libmariadb-dev for building mysqlclient, mariadb-server for the private test
-# server, the Python headers and venv module when missing), then two virtual
+# server, redis-server for the Celery tests' broker, the Python headers and venv
+# module when missing), then two virtual
 # environments: .venv (the newest mysqlclient 2.3) and .venv-mysqlclient22 (the
 # oldest supported, 2.2.0), each with guarddb built and installed from this tree.
 set -euo pipefail
@@ -23,7 +24,8 @@ as_root() {
 }
 
 install_system_packages() {
-    local wanted=(gcc pkg-config libmariadb-dev mariadb-server)
+    # redis-server: the Celery tests' broker when none runs (they start a private one).
+    local wanted=(gcc pkg-config libmariadb-dev mariadb-server redis-server)
     if ! "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
         wanted+=(python3-dev)
     fi

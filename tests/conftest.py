@@ -59,3 +59,19 @@ def plain_connect(connect_args):
     import MySQLdb
 
     yield from _opener(MySQLdb, connect_args)
+
+
+@pytest.fixture(scope="session")
+def broker_url():
+    """A Celery broker URL (see tests/broker.py); a private Redis is stopped at the end."""
+    from .broker import NoBroker, find_broker
+
+    try:
+        url, private = find_broker()
+    except NoBroker as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        if private is not None:
+            private.stop()

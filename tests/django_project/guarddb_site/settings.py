@@ -1,0 +1,60 @@
+"""Settings of the test project, driven by the environment variable ``GUARDDB_DJANGO`` (JSON).
+
+Keys: ``driver`` (``"guarddb"``, the default, or ``"plain"`` for mysqlclient itself),
+``connect_args`` (guarddb's test server: unix_socket or host/port, user, password,
+database), ``name`` (the database to use), ``options`` (the backend's OPTIONS: guarddb's
+connect keywords such as ``guard`` and ``on_fork``), and for Celery ``broker``,
+``backend``, ``time_limit`` and ``state_dir`` (where the worker's processes report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+CONFIG = json.loads(os.environ["GUARDDB_DJANGO"])
+DRIVER = CONFIG.get("driver", "guarddb")
+
+if DRIVER == "guarddb":
+    # Before anything imports MySQLdb: Django's mysql backend then gets guarddb's
+    # connections and cursors, unchanged.
+    import guarddb
+
+    guarddb.install_as_MySQLdb()
+
+_ARGS = CONFIG["connect_args"]
+
+#: The process that loaded the settings (the test runner, before it forks its workers).
+LOADED_IN_PID = os.getpid()
+
+SECRET_KEY = "guarddb-tests-only"
+DEBUG = False
+USE_TZ = True
+INSTALLED_APPS = ["notes"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+TEST_RUNNER = "guarddb_site.runner.SessionReportingRunner"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": CONFIG.get("name") or _ARGS.get("database", "test"),
+        "USER": _ARGS.get("user", ""),
+        "PASSWORD": _ARGS.get("password", _ARGS.get("passwd", "")),
+        # A HOST that starts with "/" is a unix socket for Django's mysql backend.
+        "HOST": _ARGS.get("unix_socket") or _ARGS.get("host", ""),
+        "PORT": str(_ARGS.get("port", "")),
+        # The seed: persistent connections (a worker's connection lives for an hour).
+        "CONN_MAX_AGE": 3600,
+        # Passed by Django to MySQLdb.connect() as keywords: guarddb's reach guarddb.
+        "OPTIONS": CONFIG.get("options", {}) if DRIVER == "guarddb" else {},
+    }
+}
+
+if CONFIG.get("broker"):
+    CELERY_BROKER_URL = CONFIG["broker"]
+    CELERY_RESULT_BACKEND = CONFIG["backend"]
+    CELERY_TASK_TIME_LIMIT = CONFIG.get("time_limit", 10)
+    CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+    CELERY_RESULT_EXPIRES = 600
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -1,0 +1,427 @@
+"""Django 5.2 on guarddb (issue 6): the mysql backend with guarddb installed as MySQLdb.
+
+The project is tests/django_project (settings from the environment variable
+``GUARDDB_DJANGO``).  Every scenario runs in a fresh interpreter with a time limit: Django's
+set-up is global to a process, and anything that forks or shares a connection may hang.
+
+- OPTIONS reach guarddb: ``{"guard": "strict", "on_fork": ...}`` are the connection's;
+- a ThreadPoolExecutor running ORM queries works in strict mode (a connection per thread);
+- Django's thread-sharing rule still fires first; with sharing allowed, guarddb's strict
+  mode refuses the other thread (as Django's ProgrammingError), exclusive mode lets it in;
+- errors arrive as Django's classes: bad SQL as with plain mysqlclient, a forked child's use
+  as django.db.utils.OperationalError caused by ForkedConnectionError (and Django's own
+  recovery then works), on_fork="reconnect" makes the child's query just work;
+- Celery prefork with Django's fixup and CONN_MAX_AGE=3600: tasks' ORM writes land once and
+  the parent's sessions survive; the same with plain mysqlclient, whose module-level raw
+  connection (which the fixup does not know) breaks;
+- ``manage.py test --parallel 2`` passes, its tests running in forked workers on the clones;
+  the workers close the connection they inherited: with guarddb the runner's own session
+  survives, with plain mysqlclient it is gone (2006) after the suite.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import MySQLdb
+import pytest
+
+from .broker import result_backend_for
+from .celery_apps.harness import (
+    TESTS_DIR,
+    child_pythonpath,
+    client,
+    run_tasks,
+    run_worker,
+    unique_name,
+)
+
+pytest.importorskip("django", reason="Django is not installed (pip install 'django>=5.2,<6')")
+
+needs_celery = pytest.mark.skipif(
+    importlib.util.find_spec("celery") is None,
+    reason="Celery is not installed (pip install 'celery[redis]>=5.3')",
+)
+
+PROJECT = os.path.join(TESTS_DIR, "django_project")
+TIME_LIMIT = 5  # Celery's task_time_limit in the worker
+RAW_ROUNDS = 20
+
+
+@contextlib.contextmanager
+def _plain_cursor(connect_args: dict[str, Any], database: str | None = None):
+    args = dict(connect_args)
+    args.pop("database", None)
+    args.pop("db", None)
+    conn = MySQLdb.connect(**args, autocommit=True, **({"database": database} if database else {}))
+    try:
+        yield conn.cursor()
+    finally:
+        conn.close()
+
+
+def django_env(
+    connect_args: dict[str, Any],
+    database: str,
+    *,
+    driver: str = "guarddb",
+    options: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, str]:
+    """The environment for a process of the project: settings, PYTHONPATH."""
+    config = {
+        "driver": driver,
+        "connect_args": connect_args,
+        "name": database,
+        "options": {"guard": "strict"} if options is None else options,
+        **extra,
+    }
+    return {
+        "GUARDDB_DJANGO": json.dumps(config),
+        "DJANGO_SETTINGS_MODULE": "guarddb_site.settings",
+        "PYTHONPATH": child_pythonpath(PROJECT, TESTS_DIR),
+    }
+
+
+def run_project(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in the project directory with this environment and a time limit.
+
+    In a process group of its own: on timeout the whole group is killed, forked children too.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GUARDDB_")}
+    command = [sys.executable, *args]
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        env={**clean, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"{' '.join(args)} did not finish in {timeout}s:\n{stdout}\n{stderr}"
+        ) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def scenario(name: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run tests/django_project/scenarios.py NAME; return its JSON report."""
+    done = run_project(["scenarios.py", name], env)
+    assert done.returncode == 0, f"scenario {name} failed:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def django_db(connect_args) -> Iterator[str]:
+    """A database of its own with the project's tables (``manage.py migrate``), dropped after."""
+    name = unique_name("gdj")
+    with _plain_cursor(connect_args) as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        done = run_project(["manage.py", "migrate", "-v", "0"], django_env(connect_args, name))
+        assert done.returncode == 0, done.stderr
+        yield name
+    finally:
+        with _plain_cursor(connect_args) as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def error_type(report: dict[str, Any]) -> str:
+    return report["error"]["type"]
+
+
+def cause_type(report: dict[str, Any]) -> str | None:
+    cause = report["error"]["cause"]
+    return cause and cause["type"]
+
+
+# -- OPTIONS ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("on_fork", ["raise", "reconnect"])
+def test_options_pass_through_to_guarddb(connect_args, django_db, on_fork):
+    env = django_env(connect_args, django_db, options={"guard": "strict", "on_fork": on_fork})
+    report = scenario("options", env)
+    assert report["class"] == "guarddb.connections.Connection"
+    assert report["guard_mode"] == "strict"
+    assert report["on_fork"] == on_fork
+    assert report["database"] == django_db
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_thread_pool_orm_queries_each_thread_its_own_connection(connect_args, django_db):
+    report = scenario("thread_pool", django_env(connect_args, django_db))
+    results = report["results"]
+    assert [r.get("error") for r in results] == [None] * 16
+    for result in (r["value"] for r in results):
+        assert result["rows"] == [[result["tag"], result["session"]]]
+        assert result["guard_mode"] == "strict"
+        assert result["session"] != report["main_session"]
+        assert result["thread"] != report["main_thread"]
+    # A session per work item: each opened its thread's connection and closed it after.
+    assert len({r["value"]["session"] for r in results}) == 16
+    # The main thread's connection is untouched by the pool's.
+    assert report["main_session_after"] == report["main_session"]
+
+
+@pytest.fixture(scope="module")
+def strict_sharing(connect_args, django_db) -> dict[str, Any]:
+    """The thread_sharing scenario's report, in strict mode (shared by two tests)."""
+    return scenario("thread_sharing", django_env(connect_args, django_db))
+
+
+def test_django_thread_sharing_rule_fires_before_guarddb(strict_sharing):
+    report = strict_sharing
+    refused = report["not_shared"]["error"]
+    assert refused["type"] == "django.db.utils.DatabaseError"
+    assert "can only be used in that same thread" in refused["args"][0]
+    assert refused["cause"] is None  # Django's own check: guarddb was never reached
+
+
+def test_strict_mode_refuses_a_thread_django_lets_share(strict_sharing):
+    """inc_thread_sharing() lifts Django's rule; strict mode still allows one thread only."""
+    report = strict_sharing
+    assert report["guard_mode"] == "strict"
+    shared = report["shared"]
+    assert error_type(shared) == "django.db.utils.ProgrammingError", shared
+    assert cause_type(shared) == "guarddb.errors.ThreadOwnershipError"
+    assert "guarddb (strict)" in shared["error"]["args"][0]
+    assert "called execute()" in shared["error"]["args"][0]
+    # The owner thread goes on as before, on the same session.
+    assert report["main_after"] == {"value": report["main_session"]}
+
+
+def test_strict_mode_refusal_through_the_orm_is_djangos_programming_error(strict_sharing):
+    # Django's compiler closes the cursor in its ``except`` after a failed
+    # execute, outside its error wrapper: that close must not raise a second,
+    # bare guarddb error (any thread may close a cursor).
+    shared_orm = strict_sharing["shared_orm"]
+    assert error_type(shared_orm) == "django.db.utils.ProgrammingError", shared_orm["error"]
+    assert cause_type(shared_orm) == "guarddb.errors.ThreadOwnershipError"
+
+
+def test_exclusive_mode_lets_a_thread_django_lets_share(connect_args, django_db):
+    """Django's sanctioned sharing (one thread at a time) works in exclusive mode."""
+    env = django_env(connect_args, django_db, options={"guard": "exclusive"})
+    report = scenario("thread_sharing", env)
+    assert report["guard_mode"] == "exclusive"
+    assert error_type(report["not_shared"]) == "django.db.utils.DatabaseError"
+    assert report["shared"] == {"value": report["main_session"]}
+    assert "value" in report["shared_orm"], report["shared_orm"]
+    assert report["main_after"] == {"value": report["main_session"]}
+
+
+# -- errors as Django's classes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["plain", "guarddb"])
+def test_bad_sql_is_djangos_programming_error(connect_args, django_db, driver):
+    report = scenario("bad_sql", django_env(connect_args, django_db, driver=driver))
+    assert error_type(report) == "django.db.utils.ProgrammingError"
+    assert report["error"]["args"][0] == 1064  # ER_PARSE_ERROR
+    assert cause_type(report) == "MySQLdb.ProgrammingError"  # the very class, both ways
+
+
+def test_forked_child_use_is_djangos_operational_error_and_django_recovers(connect_args, django_db):
+    env = django_env(connect_args, django_db, options={"guard": "strict", "on_fork": "raise"})
+    report = scenario("fork", env)
+    child = report["child"]["value"]
+    first = child["first"]["error"]
+    assert first["type"] == "django.db.utils.OperationalError"
+    assert first["args"][0] == 2006
+    assert first["cause"]["type"] == "guarddb.errors.ForkedConnectionError"
+    assert "inherited across fork()" in first["args"][1]
+    # close_if_unusable_or_obsolete() saw the error, pinged (refused), closed the inherited
+    # connection (harmless in a child) and the next query opened the child's own session.
+    assert child["second"]["value"] != report["main_session"]
+    assert "value" in child["count"], child["count"]
+    assert report["main_after"] == {"value": report["main_session"]}
+
+
+def test_forked_child_reconnects_with_on_fork_reconnect_in_options(connect_args, django_db):
+    env = django_env(connect_args, django_db, options={"guard": "strict", "on_fork": "reconnect"})
+    report = scenario("fork", env)
+    child = report["child"]["value"]
+    assert "value" in child["first"], child["first"]
+    assert child["first"]["value"] != report["main_session"]
+    assert child["second"] == child["first"]  # no error: Django kept the reconnected session
+    assert report["main_after"] == {"value": report["main_session"]}
+
+
+# -- Celery prefork with Django's fixup -------------------------------------------------------
+
+
+def run_django_worker(
+    connect_args: dict[str, Any], database: str, broker_url: str, state_dir: str, driver: str
+) -> dict[str, Any]:
+    """Run the project's Celery worker; send ORM tasks, then raw-connection tasks."""
+    backend = result_backend_for(broker_url)
+    env = django_env(
+        connect_args,
+        database,
+        driver=driver,
+        broker=broker_url,
+        backend=backend,
+        time_limit=TIME_LIMIT,
+        state_dir=state_dir,
+    )
+    if driver == "guarddb":
+        # The raw module-level connection takes on_fork from the process default.
+        env["GUARDDB_ON_FORK"] = "reconnect"
+    env["PYTHONPATH"] = child_pythonpath(PROJECT, TESTS_DIR)
+    run = unique_name("run")
+    with (
+        run_worker("guarddb_site.celery_app", state_dir, env, cwd=PROJECT) as worker,
+        client(broker_url, backend) as app,
+    ):
+        orm = run_tasks(
+            app, worker.queue, "notes.orm_note", [(f"{run}-orm-{n}",) for n in range(6)], 20
+        )
+        raw = run_tasks(
+            app,
+            worker.queue,
+            "notes.raw_note",
+            [(f"{run}-raw-{n}", RAW_ROUNDS) for n in range(6)],
+            TIME_LIMIT + 10,
+        )
+        parent = worker.state("parent.json")
+        module = worker.state("module.json")
+    with _plain_cursor(connect_args, database) as cursor:
+        cursor.execute("SELECT tag FROM notes_note WHERE tag LIKE %s", (f"{run}-%",))
+        landed = collections.Counter(tag for (tag,) in cursor.fetchall())
+    return {
+        "orm": orm,
+        "raw": raw,
+        "parent": parent,
+        "module": module,
+        "shutdown": worker.state("shutdown.json"),
+        "landed": landed,
+        "killed": worker.killed,
+        "returncode": worker.returncode,
+        "log": worker.log(),
+    }
+
+
+def assert_orm_tasks_fine(result: dict[str, Any]) -> None:
+    parent = result["parent"]
+    for outcome in result["orm"]:
+        assert outcome.ok, (outcome.exception, outcome.traceback)
+        (tag,) = outcome.args
+        assert outcome.value["rows"] == [[tag, outcome.value["pid"]]]
+        assert outcome.value["connection_id"] != parent["django_connection_id"]
+        assert result["landed"][tag] == 1
+    # The main process's Django session, open at fork, is the same and answers at shutdown.
+    assert result["shutdown"]["django_connection_id"] == parent["django_connection_id"]
+
+
+@needs_celery
+def test_celery_django_guarddb_tasks_succeed_and_the_parent_survives(
+    connect_args, django_db, broker_url, tmp_path
+):
+    result = run_django_worker(connect_args, django_db, broker_url, str(tmp_path), "guarddb")
+    parent = result["parent"]
+    # The module-level ORM query's connection was closed by the fixup at worker_init; the
+    # worker_init handler's query opened the one that is open at fork.
+    assert result["module"]["django_connection_id"] != parent["django_connection_id"]
+    assert_orm_tasks_fine(result)
+    for outcome in result["orm"]:
+        assert outcome.value["guard_mode"] == "strict"
+    # The raw connection the fixup knows nothing of: each child reconnects (GUARDDB_ON_FORK).
+    for outcome in result["raw"]:
+        assert outcome.ok, (outcome.exception, outcome.traceback)
+        (tag, _) = outcome.args
+        value = outcome.value
+        assert value["echoes"] == [f"{tag}:{n}" for n in range(RAW_ROUNDS)]
+        assert value["rows"] == [[tag, value["pid"]]]
+        assert value["connection_id"] != parent["raw_connection_id"]
+        assert result["landed"][tag] == 1
+    assert result["shutdown"]["raw_connection_id"] == parent["raw_connection_id"]
+    assert not result["killed"] and result["returncode"] == 0, result["log"]
+
+
+@needs_celery
+def test_celery_django_plain_mysqlclient_fixup_covers_orm_not_a_raw_connection(
+    connect_args, django_db, broker_url, tmp_path
+):
+    """Plain mysqlclient: Celery's fixup closes the inherited Django connection in each child,
+    so ORM tasks are fine; the module-level raw connection is shared and breaks."""
+    result = run_django_worker(connect_args, django_db, broker_url, str(tmp_path), "plain")
+    assert_orm_tasks_fine(result)
+    bad = []
+    errors = collections.Counter(o.exception for o in result["raw"] if not o.ok)
+    if errors:
+        bad.append(f"raw tasks failed: {dict(errors)}")
+    for outcome in (o for o in result["raw"] if o.ok):
+        tag = outcome.args[0]
+        if outcome.value["echoes"] != [f"{tag}:{n}" for n in range(RAW_ROUNDS)]:
+            bad.append(f"{tag} read back values of another task")
+        elif outcome.value["rows"] != [[tag, outcome.value["pid"]]]:
+            bad.append(f"{tag} read its row back as {outcome.value['rows']}")
+    raw_at_shutdown = result["shutdown"].get("raw_connection_id")
+    if raw_at_shutdown != result["parent"]["raw_connection_id"]:
+        bad.append(f"the main process's raw connection at shutdown: {raw_at_shutdown}")
+    print("plain mysqlclient, raw module-level connection:", "; ".join(bad) or "nothing wrong")
+    assert bad, f"the shared raw connection showed no failure:\n{result['log']}"
+
+
+# -- Django's test runner ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["guarddb", "plain"])
+def test_djangos_parallel_test_runner(connect_args, tmp_path, driver):
+    """``manage.py test --parallel 2`` passes; each worker closes the connection it inherited
+    from the runner: with guarddb the runner's session survives, with plain mysqlclient the
+    workers' COM_QUIT ends it (Django's runner does not use it again, so it still passes)."""
+    name = unique_name("gdr")
+    report = tmp_path / "runner.jsonl"
+    env = django_env(connect_args, name, driver=driver)
+    env["GUARDDB_RUNNER_REPORT"] = str(report)
+    try:
+        done = run_project(
+            ["manage.py", "test", "notes", "--parallel", "2", "--noinput", "-v", "2"], env, 120
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        assert "Ran 4 tests" in output and "\nOK" in output, output
+        with _plain_cursor(connect_args) as cursor:
+            cursor.execute("SHOW DATABASES LIKE %s", (f"test_{name}%",))
+            assert cursor.fetchall() == ()  # the runner destroyed the test database and clones
+    finally:
+        with _plain_cursor(connect_args) as cursor:
+            for suffix in ("", "_1", "_2"):
+                cursor.execute(f"DROP DATABASE IF EXISTS test_{name}{suffix}")
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    tests = [line for line in lines if "test" in line]
+    (runner,) = [line for line in lines if "runner" in line]
+    assert len(tests) == 4
+    for line in tests:
+        # In a forked worker of the runner, on its clone of the test database.
+        assert line["database"] in (f"test_{name}_1", f"test_{name}_2"), line
+        assert line["pid"] != line["runner_pid"] == runner["runner"]
+        assert line["guard_mode"] == ("strict" if driver == "guarddb" else None)
+    if driver == "guarddb":
+        assert runner["after"] == runner["before"]  # the runner's own session survived
+    else:
+        # What the workers' COM_QUIT on the shared socket left the runner with.
+        assert re.match(r"OperationalError: \((2006|2013),", str(runner["after"])), runner
