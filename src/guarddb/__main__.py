@@ -1,5 +1,10 @@
 """``python -m guarddb``: guarddb's command line.
 
+``python -m guarddb run [--mode MODE] [--report FILE] [--fail-on-violation]
+(script.py | -m module) [args ...]`` runs an unchanged program with guarddb
+installed as MySQLdb and reports the guard violations it made (see
+:mod:`guarddb._runner` for the exit status and the report).
+
 ``python -m guarddb demo`` runs the failure scenarios of DESIGN.md
 (:mod:`guarddb._scenarios`) once with plain mysqlclient and once with
 guarddb, each in a child process, and prints what each actually did side by
@@ -32,7 +37,16 @@ _RESET = "\033[0m"
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    program_args: list[str] = []
+    if argv[:1] == ["run"]:
+        # The program's own arguments are not the runner's: split them off before
+        # argparse, which would take a program's "-v" or "--mode" for its own.
+        own, program_args = split_run_arguments(argv[1:])
+        argv = ["run", *own]
     args = parser.parse_args(argv)
+    if args.command == "run":
+        args.args = program_args
     command: Callable[[argparse.Namespace], int] = args.func
     return command(args)
 
@@ -83,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _bench_arguments(bench)
     bench.set_defaults(func=_bench)
+    _run_parser(commands)
     return parser
 
 
@@ -96,6 +111,89 @@ def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
     return bench.run(args)
+
+
+# -- run -------------------------------------------------------------------------------------
+
+# The runner's own options before the program: those that take a value, and flags.
+_RUN_VALUED = ("--mode", "--report")
+_RUN_FLAGS = ("--fail-on-violation", "-h", "--help")
+
+
+def split_run_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split what follows ``run`` into the runner's part and the program's arguments.
+
+    The runner's part is its options, then ``-m MODULE`` or the script; all
+    that follows belongs to the program, options included.
+    """
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in _RUN_VALUED:
+            index += 2
+        elif arg in _RUN_FLAGS or arg.startswith(tuple(f"{o}=" for o in _RUN_VALUED)):
+            index += 1
+        elif arg == "-m":
+            return argv[: index + 2], argv[index + 2 :]
+        else:  # the script, "-mMODULE", or something argparse will refuse
+            return argv[: index + 1], argv[index + 1 :]
+    return argv, []
+
+
+def _run_parser(commands: Any) -> None:
+    from ._runner import VIOLATION_EXIT_CODE
+    from .guard import MODES
+
+    run = commands.add_parser(
+        "run",
+        help="run a program with guarddb as MySQLdb and report its guard violations",
+        usage=(
+            "python -m guarddb run [-h] [--mode MODE] [--report FILE] [--fail-on-violation]\n"
+            "                             (script.py | -m module) [args ...]"
+        ),
+        description=(
+            "Run an unchanged program (as `python script.py args` or `python -m module args` "
+            "would) with guarddb installed as MySQLdb. Every guard violation is counted, even "
+            "one the program caught; at exit a summary grouped by where the connection was "
+            "opened and where it was refused goes to stderr. The exit status is the "
+            "program's own (1 after an uncaught exception), or "
+            f"{VIOLATION_EXIT_CODE} with --fail-on-violation when there was a violation. "
+            "Violations in children made by fork (multiprocessing's fork start method) are "
+            "counted too; spawned children and subprocesses are not guarded."
+        ),
+        allow_abbrev=False,
+    )
+    run.add_argument(
+        "--mode",
+        choices=MODES,
+        help="the default guard mode of the program's connections "
+        "(default: $GUARDDB_MODE, else exclusive)",
+    )
+    run.add_argument("--report", metavar="FILE", help="also write the summary to FILE as JSON")
+    run.add_argument(
+        "--fail-on-violation",
+        action="store_true",
+        help=f"exit with status {VIOLATION_EXIT_CODE} if there was any violation",
+    )
+    run.add_argument("-m", dest="module", metavar="module", help="run a module as a script")
+    run.add_argument("script", nargs="?", help="the program to run (unless -m)")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the program's arguments")
+    run.set_defaults(func=_run, parser=run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import _runner
+
+    if (args.module is None) == (args.script is None):
+        args.parser.error("give the program to run: a script, or -m module")
+    return _runner.run(
+        args.module if args.module is not None else args.script,
+        args.args,
+        module=args.module is not None,
+        mode=args.mode,
+        report=args.report,
+        fail_on_violation=args.fail_on_violation,
+    )
 
 
 def _positive_seconds(text: str) -> float:
