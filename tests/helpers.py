@@ -149,3 +149,23 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def guarddb_dir() -> str:
+    """The directory holding the guarddb package this test process imported.
+
+    ``<repo>/src`` when the tests run on the source tree (PYTHONPATH=src), site-packages
+    when guarddb is pip-installed (CI): subprocesses must get the very same guarddb.
+    """
+    import guarddb
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(guarddb.__file__)))
+
+
+def child_pythonpath(*extra: str) -> str:
+    """PYTHONPATH for a subprocess: the extra dirs, this process's guarddb, then the caller's."""
+    parts = [*extra, guarddb_dir()]
+    inherited = os.environ.get("PYTHONPATH")
+    if inherited:
+        parts.append(inherited)
+    return os.pathsep.join(parts)

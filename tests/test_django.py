@@ -185,6 +185,23 @@ def test_thread_pool_orm_queries_each_thread_its_own_connection(connect_args, dj
     assert report["main_session_after"] == report["main_session"]
 
 
+def test_thread_pool_leak_is_reported_and_closed_with_close_orphans(connect_args, django_db):
+    """The lifecycle seed: pool threads end leaving their Django connections open."""
+    plain = scenario("thread_pool_leak", django_env(connect_args, django_db, driver="plain"))
+    assert plain["after_pools"] == plain["settled"] == plain["baseline"] + 20  # leaked for good
+
+    reported = scenario("thread_pool_leak", django_env(connect_args, django_db, options={}))
+    assert reported["settled"] == reported["baseline"] + 20  # reported, not closed
+    assert len(reported["orphans"]) == 20
+    assert all("django/db/backends" in o["site"] for o in reported["orphans"])
+    assert "has ended" in reported["orphans"][0]["message"]
+
+    closed = scenario(
+        "thread_pool_leak", django_env(connect_args, django_db, options={"close_orphans": True})
+    )
+    assert closed["settled"] == closed["baseline"]  # back to the baseline within 3 s
+
+
 @pytest.fixture(scope="module")
 def strict_sharing(connect_args, django_db) -> dict[str, Any]:
     """The thread_sharing scenario's report, in strict mode (shared by two tests)."""

@@ -30,10 +30,11 @@ from typing import Any
 
 import pytest
 
+from .helpers import child_pythonpath
+
 pytest.importorskip("gunicorn", reason="gunicorn is not installed")
 
 TESTS = Path(__file__).resolve().parent
-SRC = TESTS.parent / "src"
 #: Seconds to wait for gunicorn to listen, for an answer, and for it to stop.
 DEADLINE = 30.0
 MESSAGE_PID = re.compile(r"guarddb: process (\d+) called")
@@ -187,7 +188,7 @@ def gunicorn(connect_args: dict[str, Any], **env: str) -> Iterator[Gunicorn]:
     os.mkfifo(directory / "hold")
     environment = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": child_pythonpath(),
         "GUARDDB_TEST_CONNECT_ARGS": json.dumps(connect_args),
         "GUARDDB_WSGI_HOLD": str(directory / "hold"),
         "GUARDDB_WSGI_EXIT_REPORT": str(directory / "exit.json"),

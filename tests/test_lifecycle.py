@@ -392,3 +392,39 @@ def test_reaper_stress_only_idle_connections_close_and_only_with_idle_closed_err
     assert reaped[0] > 0  # the reaper did work during the run
     rows = one(setup, "SELECT COUNT(*) FROM reaper_stress")[0]
     assert rows == sum(committed)  # no transaction was closed under its owner
+
+
+def test_seed_an_idle_sqlalchemy_pool_is_closed_and_replaced_silently(connect_args, watcher):
+    """A QueuePool (pool_size 10) used by a burst of 15 threads, then left idle."""
+    sqlalchemy = pytest.importorskip("sqlalchemy", reason="SQLAlchemy (guarddb's test extra)")
+    url = f"mysql+mysqldb://root@localhost/test?unix_socket={connect_args['unix_socket']}"
+
+    def engine(**options):
+        return sqlalchemy.create_engine(
+            url, module=guarddb, pool_size=10, max_overflow=5, **options
+        )
+
+    pinging = engine(pool_pre_ping=True, connect_args={"max_idle": 2})
+    reconnecting = engine(connect_args={"max_idle": 2, "on_idle": "reconnect"})
+    sessions: dict[int, int] = {}
+    together = threading.Barrier(30)
+
+    def burst(n: int) -> None:
+        pool = pinging if n % 2 else reconnecting
+        with pool.connect() as conn:
+            sessions[n] = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+            together.wait(30)  # 15 at once on each engine
+
+    try:
+        run_threads(burst, 30)
+        pooled = {s for s in sessions.values()} & watcher()  # the overflow closed on return
+        assert len(pooled) == 20  # ten sleeping sessions per pool
+        wait_until(lambda: not (pooled & watcher()), timeout=2 + 5)
+        for pool in (pinging, reconnecting):  # no error reaches the application
+            with pool.connect() as conn:
+                fresh = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+                assert conn.exec_driver_sql("SELECT 6 * 7").scalar() == 42
+            assert fresh not in sessions.values()
+    finally:
+        pinging.dispose()
+        reconnecting.dispose()

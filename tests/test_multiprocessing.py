@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 
-from .helpers import in_forked_child
+from .helpers import child_pythonpath, in_forked_child
 
 TESTS = Path(__file__).resolve().parent
-SRC = TESTS.parent / "src"
 #: Seconds a whole scenario may take before it counts as hung.
 SCENARIO_TIMEOUT = 90.0
 #: The pid guarddb's messages name as the process that used the connection.
@@ -45,9 +44,7 @@ def run_scenario(
         **os.environ,
         # tests/ too: the forkserver of Python 3.11 imports its preload modules before it
         # applies the parent's sys.path, and skips one it cannot import without a word.
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(SRC), str(TESTS), os.environ.get("PYTHONPATH")])
-        ),
+        "PYTHONPATH": child_pythonpath(str(TESTS)),
         "GUARDDB_TEST_CONNECT_ARGS": json.dumps(connect_args),
     }
     environment.pop("GUARDDB_ON_FORK", None)  # only what the test gives

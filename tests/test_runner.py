@@ -317,8 +317,6 @@ def test_a_module_runs_with_dash_m(program, tmp_path):
 
 
 def test_connections_still_open_at_exit_are_listed(program):
-    if not hasattr(guarddb, "live_connections"):
-        pytest.skip("guarddb.live_connections() (the lifecycle issue) is not there yet")
     leak = program(
         "leak.py",
         """
@@ -370,3 +368,34 @@ def test_usage_errors_exit_2(program, tmp_path):
 )  # fmt: skip
 def test_the_program_s_arguments_are_never_the_runner_s(argv, own, program_args):
     assert split_run_arguments(argv) == (own, program_args)
+
+
+def test_an_orphan_left_just_before_exit_is_counted(program, tmp_path):
+    leak = program(
+        "orphan.py",
+        """
+        import json
+        import os
+        import threading
+
+        import MySQLdb
+
+        kept = []
+        args = json.loads(os.environ["GUARDDB_RUNNER_TEST_CONNECT_ARGS"])
+        worker = threading.Thread(
+            target=lambda: kept.append(MySQLdb.connect(**args)), name="Leaker"  # open
+        )
+        worker.start()
+        worker.join()
+        """,
+    )
+    report = tmp_path / "report.json"
+    done = leak.guarded(options=("--report", str(report), "--fail-on-violation"))
+    assert done.returncode == 3, done.stderr
+    data = json.loads(report.read_text())
+    (group,) = data["violations"]
+    assert group["kind"] == "orphan" and group["connection_site"] == leak.site("open")
+    assert "'Leaker'" in group["message"]
+    (record,) = data["open_connections"]
+    assert record["orphan"] is True and record["owner_name"] == "Leaker"
+    assert "(ended: an orphan)" in done.stderr

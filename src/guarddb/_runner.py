@@ -51,6 +51,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from . import lifecycle
 from .violations import Violation, on_violation, remove_violation_hook
 
 #: The exit status with ``--fail-on-violation`` when there was at least one violation.
@@ -231,6 +232,7 @@ def run(
             # violations are in the spool already; the parent reports.
             return status
         status = _finish_like_python(status)
+        lifecycle.check_orphans()  # the threads that ended last: their orphans count too
         violations = tally.collect()
     finally:
         tally.remove()
@@ -250,9 +252,9 @@ def run(
             "exit_status": exit_status,
             "violations": groups,
         }
-        open_now = _open_connections()
-        if open_now is not None:
-            data["open_connections"] = [_connection_record(info) for info in open_now]
+        data["open_connections"] = [
+            _connection_record(info) for info in lifecycle.live_connections()
+        ]
         try:
             with open(report, "w", encoding="utf-8") as file:
                 json.dump(data, file, indent=2)
@@ -377,44 +379,26 @@ def summary(groups: Sequence[dict[str, Any]], mode: str, status: int, exit_statu
     return "\n".join(lines) + "\n"
 
 
-def _open_connections() -> list[Any] | None:
-    """``guarddb.live_connections()``, or None while guarddb has no such function."""
-    import guarddb
-
-    live = getattr(guarddb, "live_connections", None)
-    return None if live is None else list(live())
-
-
-def _connection_record(info: Any) -> Any:
-    """A live connection for the JSON report: its fields (ConnectionInfo), else its text."""
-    if dataclasses.is_dataclass(info) and not isinstance(info, type):
-        record = dataclasses.asdict(info)
-        record["orphan"] = bool(getattr(info, "orphan", False))
-        return record
-    return str(info)
+def _connection_record(info: lifecycle.ConnectionInfo) -> dict[str, Any]:
+    """A live connection for the JSON report: its fields, and whether it is an orphan."""
+    record = dataclasses.asdict(info)
+    record["orphan"] = info.orphan
+    return record
 
 
-def _describe_connection(info: Any) -> str:
-    site = getattr(info, "site", None)
-    if site is None:
-        return str(info)
-    owner = getattr(info, "owner_name", "?")
-    if getattr(info, "orphan", False):
-        owner += " (ended: an orphan)"
-    extra = ", in a transaction" if getattr(info, "in_transaction", False) else ""
-    return (
-        f"opened at {site}, mode {getattr(info, 'mode', '?')}, owner {owner}, "
-        f"idle {getattr(info, 'idle', 0.0):.1f}s{extra}"
-    )
+def _describe_connection(info: lifecycle.ConnectionInfo) -> str:
+    owner = info.owner_name + (" (ended: an orphan)" if info.orphan else "")
+    extra = ", in a transaction" if info.in_transaction else ""
+    return f"opened at {info.site}, mode {info.mode}, owner {owner}, idle {info.idle:.1f}s{extra}"
 
 
 def lifecycle_lines() -> list[str]:
-    """Lines on the guarded connections still open at exit (empty without live_connections()).
+    """Lines on the guarded connections still open at exit.
 
     Orphans seen while the program ran are violations of kind ``"orphan"``,
     in the summary above.
     """
-    open_now = _open_connections()
+    open_now = lifecycle.live_connections()
     if not open_now:
         return []
     return [

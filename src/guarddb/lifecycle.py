@@ -96,6 +96,16 @@ def live_connections() -> list[ConnectionInfo]:
 orphans_seen: list[ConnectionInfo] = []
 
 
+def check_orphans() -> list[ConnectionInfo]:
+    """Judge now the connections whose owner thread has ended; return every orphan seen.
+
+    The lifecycle thread does this a moment after a thread ends; a report made
+    at exit calls this so that the threads which ended last are judged too.
+    """
+    _judge_ended_owners(time.monotonic() + _ORPHAN_GRACE)
+    return list(orphans_seen)
+
+
 # -- registration -------------------------------------------------------------------------
 
 

@@ -18,30 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..helpers import child_pythonpath, guarddb_dir
 from .state import read_json
 
+__all__ = ["child_pythonpath", "guarddb_dir"]  # re-exported for the test modules
+
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def guarddb_dir() -> str:
-    """The directory holding the guarddb package this test process imported.
-
-    ``<repo>/src`` when the tests run on the source tree (PYTHONPATH=src), site-packages
-    when guarddb is pip-installed: subprocesses must get the very same guarddb.
-    """
-    import guarddb
-
-    return os.path.dirname(os.path.dirname(os.path.abspath(guarddb.__file__)))
-
-
-def child_pythonpath(*extra: str) -> str:
-    """PYTHONPATH for a subprocess: the extra dirs, the guarddb this process uses (first, so
-    a source tree wins over an installed copy), then whatever the caller had."""
-    parts = [*extra, guarddb_dir()]
-    inherited = os.environ.get("PYTHONPATH")
-    if inherited:
-        parts.append(inherited)
-    return os.pathsep.join(parts)
 
 
 def unique_name(prefix: str) -> str:

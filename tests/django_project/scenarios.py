@@ -210,6 +210,66 @@ def fork() -> dict[str, Any]:
     }
 
 
+@scenario
+def thread_pool_leak() -> dict[str, Any]:
+    """The lifecycle seed: rounds of pool threads run ORM code and end without closing.
+
+    Counts this database's sessions on the server: at the start, right after
+    the pools are done, and once back at the start (or after 3 s).
+    """
+    import time
+
+    from guarddb_site.settings import DRIVER
+
+    database = connection.settings_dict["NAME"]
+    orphans: list[dict[str, Any]] = []
+    if DRIVER == "guarddb":
+        import guarddb
+
+        guarddb.on_violation(
+            lambda v: (
+                orphans.append({"site": v.connection_site, "message": v.message})
+                if v.kind == "orphan"
+                else None
+            )
+        )
+
+    def sessions() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", [database]
+            )
+            return int(cursor.fetchone()[0])
+
+    baseline = sessions()
+    kept = []  # what keeps a leaked connection alive in real programs (cycles, caches)
+
+    def work(n: int, together: threading.Barrier) -> int:
+        together.wait(30)  # four threads in every round, not one reused
+        Note.objects.filter(tag=f"leak-{n}").count()  # opens this thread's connection
+        kept.append(connections["default"])
+        return n
+
+    for _round in range(5):
+        together = threading.Barrier(4)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(work, range(4), [together] * 4))
+    after_pools = sessions()
+    deadline = time.monotonic() + 3
+    settled = after_pools
+    while time.monotonic() < deadline:
+        settled = sessions()
+        if settled == baseline:
+            break
+        time.sleep(0.05)  # polling the server: nothing signals a session's end
+    return {
+        "baseline": baseline,
+        "after_pools": after_pools,
+        "settled": settled,
+        "orphans": orphans,
+    }
+
+
 if __name__ == "__main__":
     report = SCENARIOS[sys.argv[1]]()
     sys.stdout.write("\n" + json.dumps(report, default=repr) + "\n")
