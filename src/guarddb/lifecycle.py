@@ -154,6 +154,10 @@ def register(conn: Connection) -> None:
         _registry.add(conn)
     if guard.max_idle is not None:
         _lifecycle.wake()
+    elif guard.owner_thread.ident != _main_thread_ident():
+        # A thread that may end before its connection does: the lifecycle thread
+        # must run by then (it cannot be started from an ending thread's clean-up).
+        _lifecycle.start()
 
 
 def adopted(conn: Connection) -> None:
@@ -218,10 +222,15 @@ def _idle_seconds_held(slot: Any) -> float:
 _ended: list[tuple[float, int, int, str]] = []  # (when, token, ident, name) to judge
 
 
+def _main_thread_ident() -> int | None:
+    return threading.main_thread().ident
+
+
 def _owner_ended(token: int, ident: int, name: str) -> None:
-    # Runs in the ending thread, during its clean-up: note it, nothing more.
+    # Runs in the ending thread, during its clean-up: note it and nudge the
+    # lifecycle thread, nothing more (no thread is started from here).
     _ended.append((time.monotonic(), token, ident, name))
-    _lifecycle.wake()
+    _lifecycle.event.set()
 
 
 def _judge_ended_owners(now: float) -> float | None:
@@ -356,8 +365,8 @@ class _Lifecycle:
         self.event = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def wake(self) -> None:
-        """Make the thread look now; start it if it does not run in this process."""
+    def start(self) -> None:
+        """Start the thread if it does not run in this process yet."""
         if self.thread is None:
             with self.lock:
                 if self.thread is None:
@@ -366,6 +375,10 @@ class _Lifecycle:
                     )
                     thread.start()
                     self.thread = thread
+
+    def wake(self) -> None:
+        """Make the thread look now (starting it if needed)."""
+        self.start()
         self.event.set()
 
     def _run(self) -> None:
