@@ -1,19 +1,27 @@
-"""The failure scenarios of DESIGN.md as code, each run in a child process.
+"""The failure scenarios of DESIGN.md and of the frameworks, each run in a child process.
 
 Sharing one MySQL connection between threads or across ``fork`` crashes,
-hangs or silently mixes up results on plain mysqlclient.  Each scenario here
+hangs or silently mixes up results on plain mysqlclient; connections left open
+by ended threads, or idle in a pool, pile up on the server.  Each scenario here
 reproduces one such bug; :func:`run` runs it against plain mysqlclient
-(``import MySQLdb``) or guarddb (``import guarddb as MySQLdb``) in a child
-process with a time limit, and classifies what happened into one of
-:data:`KINDS`.  The child never takes its caller down: a segfault, an abort or
-a hang is an :class:`Outcome` like any other.
+(``import MySQLdb``) or guarddb (``import guarddb as MySQLdb``, with the
+scenario's guarddb connect keywords) in a child process with a time limit, and
+classifies what happened into one of :data:`KINDS` (or ``"skipped"``, when what
+the scenario needs, Celery, a broker or SQLAlchemy, is not there).  The child
+never takes its caller down: a segfault, an abort or a hang is an
+:class:`Outcome` like any other.
 
 The child is ``python -m guarddb._scenarios --child NAME DRIVER JSON`` (JSON:
-the connect arguments).  It prints one line, :data:`RESULT_MARK` followed by a
-JSON report: for every worker (thread or forked process) its count of correct
-results, wrong rows and exceptions by ``"ClassName(errno)"``, and how it ended.
-A "plain" child imports the guarddb package (to run this module) but opens no
+the connect arguments; ``--options JSON``: guarddb's connect keywords;
+``--broker URL``).  It prints one line, :data:`RESULT_MARK` followed by a JSON
+report: for every worker (thread, forked process, Celery task) its count of
+correct results, wrong rows and exceptions by ``"ClassName(errno)"``, and how it
+ended; the sessions a scenario left open on the server; notes for people.  A
+"plain" child imports the guarddb package (to run this module) but opens no
 guarded connection, so guarddb's fork handler is never installed there.
+
+The bodies of the framework and lifecycle scenarios are in
+:mod:`guarddb._demo_bodies`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib.util
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -46,9 +55,17 @@ KINDS = (
     "commands out of sync",  # (2014)
     "lost connection",  # (2013) / (2006), not raised by guarddb
     "error",  # another exception
+    "sessions left open",  # sessions nobody uses stay on the server, and nobody is told
     "clean error",  # guarddb.GuardError subclasses only
+    "reported",  # sessions left open, each one reported by guarddb with where it was opened
     "correct",
 )
+
+#: The kinds that are failures guarddb exists to prevent (shown in red by the demo).
+BAD_KINDS = KINDS[: KINDS.index("sessions left open") + 1]
+
+#: The kind of a run that did not happen: what it needs is missing (not a failure).
+SKIPPED = "skipped"
 
 #: The drivers :func:`run` can test.
 DRIVERS = ("plain", "guarddb")
@@ -81,12 +98,46 @@ class Expected(NamedTuple):
         return f"{self.kind} {self.error}" if self.error else self.kind
 
 
+class Variant(NamedTuple):
+    """One guarddb run of a scenario: its connect keywords and what guarddb must make of it."""
+
+    #: guarddb's connect keywords, as ``(name, value)`` pairs (``()``: the defaults).
+    options: tuple[tuple[str, Any], ...]
+    expected: Expected
+
+    @property
+    def label(self) -> str:
+        """``guarddb``, followed by the keywords: ``guarddb on_fork="reconnect"``."""
+        return " ".join(["guarddb", *(f"{k}={_show(v)}" for k, v in self.options)])
+
+
+def _show(value: Any) -> str:
+    """A keyword's value as it is written in code: ``"reconnect"``, ``True``, ``2``."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 class Scenario(NamedTuple):
-    """One failure scenario of DESIGN.md."""
+    """One failure scenario: the seeds of DESIGN.md, of the frameworks and of the lifecycle."""
 
     name: str
     title: str
+    #: What guarddb must make of it, with ``options``.
     expected_guarded: Expected
+    #: guarddb's connect keywords for its guarddb run (``()``: the defaults).
+    options: tuple[tuple[str, Any], ...] = ()
+    #: Further guarddb runs, with other keywords (plain mysqlclient runs once).
+    more: tuple[Variant, ...] = ()
+    #: Modules the scenario needs (importable in the child), with how to get them.
+    requires: tuple[tuple[str, str], ...] = ()
+    #: It needs a Celery broker (see :mod:`guarddb._broker`).
+    broker: bool = False
+    #: Seconds :func:`run` adds to its ``timeout`` (starting a worker, watching the server).
+    extra_time: float = 0.0
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        """Every guarddb run: the main one first."""
+        return (Variant(self.options, self.expected_guarded), *self.more)
 
 
 @dataclass
@@ -135,21 +186,62 @@ SCENARIOS: OrderedDict[str, Scenario] = OrderedDict(
             "SSCursor with rows unread, then a second query on the same connection",
             Expected("clean error", "PendingResultError"),
         ),
+        Scenario(
+            "celery_prefork",
+            "a Celery prefork worker (2 children) whose module opens a connection at import; "
+            "8 tasks each insert a row and make 200 round trips",
+            Expected("clean error", "ForkedConnectionError"),
+            options=(("on_fork", "raise"),),
+            more=(Variant((("on_fork", "reconnect"),), Expected("correct")),),
+            requires=(("celery", "pip install 'celery[redis]>=5.3'"),),
+            broker=True,
+            extra_time=20.0,
+        ),
+        Scenario(
+            "thread_pool_leak",
+            "a thread pool whose threads each open a connection and end without closing it "
+            "(references kept, as a framework's reference cycles keep them)",
+            Expected("reported"),
+            more=(Variant((("close_orphans", True),), Expected("correct")),),
+            extra_time=5.0,
+        ),
+        Scenario(
+            "idle_pool",
+            "a SQLAlchemy QueuePool (pool_size 10, pool_pre_ping) used by a burst of 15 "
+            "threads, then left idle; then one more checkout",
+            Expected("correct"),
+            options=(("max_idle", 2),),
+            requires=(("sqlalchemy", "pip install 'sqlalchemy>=2'"),),
+            extra_time=8.0,
+        ),
     )
 )
 
 
-def matches(scenario: Scenario | str, outcome: Outcome) -> bool:
-    """True if ``outcome`` is what guarddb must give for ``scenario``.
+def matches(scenario: Scenario | str, outcome: Outcome, expected: Expected | None = None) -> bool:
+    """True if ``outcome`` is what guarddb must give for ``scenario`` (or ``expected``).
 
-    A clean error must be of exactly the expected GuardError class, no other.
+    ``expected`` defaults to the scenario's main guarddb run; give a
+    :class:`Variant`'s for the others.  A clean error must be of exactly the
+    expected GuardError class, no other.  A skipped run matches nothing.
     """
     if isinstance(scenario, str):
         scenario = SCENARIOS[scenario]
-    expected = scenario.expected_guarded
+    if expected is None:
+        expected = scenario.expected_guarded
     if outcome.kind != expected.kind:
         return False
     return expected.error is None or outcome.guard_errors == (expected.error,)
+
+
+def missing_requirement(scenario: Scenario | str) -> str | None:
+    """Why ``scenario`` cannot run in this interpreter (a module it needs), or None."""
+    if isinstance(scenario, str):
+        scenario = SCENARIOS[scenario]
+    for module, how in scenario.requires:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed ({how}, or guarddb's test extra)"
+    return None
 
 
 # -- the parent side -------------------------------------------------------------------------
@@ -161,19 +253,61 @@ def run(
     connect_args: dict[str, Any],
     timeout: float = 20.0,
     python: str | None = None,
+    options: dict[str, Any] | None = None,
+    broker_url: str | None = None,
 ) -> Outcome:
     """Run scenario ``name`` with ``driver`` ("plain" or "guarddb") in a child process.
 
-    The child gets ``timeout`` seconds in all; it stops waiting for its workers
-    a little earlier so that it can still say which ones hung.  Whatever is
-    left of its process group at the end is killed.  ``python`` is the
-    interpreter to run it with (default: this one); guarddb's source directory
-    is put on its ``PYTHONPATH``.
+    The child gets ``timeout`` seconds, plus the scenario's ``extra_time``, in
+    all; it stops waiting for its workers a little earlier so that it can still
+    say which ones hung.  Whatever is left of its process group at the end is
+    killed.  ``python`` is the interpreter to run it with (default: this one);
+    guarddb's source directory is put on its ``PYTHONPATH``.  ``options`` are
+    guarddb's connect keywords (default: the scenario's own; only for
+    "guarddb").  A scenario that needs a broker uses ``broker_url``, else one
+    that :func:`guarddb._broker.find_broker` finds or starts for this run.
+    What the scenario needs and is missing gives a "skipped" outcome.
     """
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     if driver not in DRIVERS:
         raise ValueError(f"unknown driver {driver!r}; use one of {', '.join(DRIVERS)}")
+    scenario = SCENARIOS[name]
+    if options is None:
+        options = dict(scenario.options) if driver == "guarddb" else {}
+    elif options and driver != "guarddb":
+        raise ValueError("options are guarddb's connect keywords: give them to guarddb runs only")
+    if python is None:
+        missing = missing_requirement(scenario)
+        if missing is not None:
+            return Outcome(SKIPPED, missing)
+    private = None
+    if scenario.broker and broker_url is None:
+        from ._broker import NoBroker, find_broker
+
+        try:
+            broker_url, private = find_broker()
+        except NoBroker as exc:
+            return Outcome(SKIPPED, str(exc))
+    try:
+        return _run_child(
+            name, driver, connect_args, timeout + scenario.extra_time, python, options, broker_url
+        )
+    finally:
+        if private is not None:
+            private.stop()
+
+
+def _run_child(
+    name: str,
+    driver: str,
+    connect_args: dict[str, Any],
+    timeout: float,
+    python: str | None,
+    options: dict[str, Any],
+    broker_url: str | None,
+) -> Outcome:
+    """Run the child of one scenario run and classify what it did (see :func:`run`)."""
     deadline = max(timeout - min(3.0, timeout * 0.25), 0.5)
     command = [
         python or sys.executable,
@@ -181,16 +315,22 @@ def run(
         "guarddb._scenarios",
         "--deadline",
         f"{deadline:g}",
-        "--child",
-        name,
-        driver,
-        json.dumps(connect_args),
+        "--options",
+        json.dumps(options),
     ]
+    if broker_url:
+        command += ["--broker", broker_url]
+    command += ["--child", name, driver, json.dumps(connect_args)]
     env = dict(os.environ)
     source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
-    env.pop("GUARDDB_MODE", None)  # the scenarios measure the default mode, exclusive
+    # The scenarios measure guarddb's defaults and their own keywords: no GUARDDB_MODE,
+    # GUARDDB_CLOSE_ORPHANS, ... from the caller's environment (GUARDDB_TEST_* stay).
+    for variable in [v for v in env if v.startswith("GUARDDB_")]:
+        if not variable.startswith("GUARDDB_TEST_"):
+            del env[variable]
     env.pop("PYTHONFAULTHANDLER", None)  # a crash is reported by its signal, not a dump
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # Celery would install its Django fixup
     started = time.monotonic()
     child = subprocess.Popen(
         command,
@@ -287,8 +427,11 @@ def classify(
     """Turn a child's report and fate into an :class:`Outcome`.
 
     Precedence: signal > hang > wrong rows > commands out of sync > lost
-    connection > error > clean error > correct.
+    connection > error > sessions left open > clean error > reported > correct.
+    A report that says the scenario was skipped is a "skipped" outcome.
     """
+    if report is not None and report.get("skipped"):
+        return Outcome(SKIPPED, str(report["skipped"]), report=report)
     workers: dict[str, dict[str, Any]] = (report or {}).get("workers", {})
     guard_keys = set((report or {}).get("guard_errors", ()))
     samples: dict[str, str] = (report or {}).get("samples", {})
@@ -325,7 +468,8 @@ def classify(
         )
     if hung:
         waited = (report or {}).get("deadline", timeout)
-        parts.append(f"{_workers_phrase(hung, len(workers))} hung (no answer in {waited:g}s)")
+        how = (report or {}).get("hang_phrase") or f"no answer in {waited:g}s"
+        parts.append(f"{_workers_phrase(hung, len(workers))} hung ({how})")
     parts.extend(died)
     if wrong:
         parts.append(
@@ -339,6 +483,11 @@ def classify(
         parts.extend(f"{key}: {samples[key][:60]!r}" for key in shown)
     if results and (wrong or errors):
         parts.append(f"{correct} of {results} correct")
+    # Sessions the scenario left open on the server at its end, and how many guarddb reported.
+    left_open: dict[str, int] = (report or {}).get("left_open", {})
+    open_count = int(left_open.get("count", 0))
+    reported = int(left_open.get("reported", 0))
+    notes: list[str] = [str(note) for note in (report or {}).get("notes", ())]
 
     if returncode is not None and returncode < 0 and not timed_out:
         hint = _stderr_hint(stderr)
@@ -364,13 +513,17 @@ def classify(
         hint = _stderr_hint(stderr)
         detail = f"no report (exit code {returncode})" + (f": {hint}" if hint else "")
         return Outcome("error", detail, errors, guard_errors, report=report)
+    elif open_count and reported < open_count:
+        kind = "sessions left open"
     elif guard_errors:
         kind = "clean error"
+    elif open_count:
+        kind = "reported"
     else:
         kind = "correct"
-        if not parts:
+        if not parts and results and not notes:
             parts.append(f"{correct} of {results} results correct")
-    return Outcome(kind, "; ".join(parts), errors, guard_errors, report=report)
+    return Outcome(kind, "; ".join(parts + notes), errors, guard_errors, report=report)
 
 
 # -- the child side --------------------------------------------------------------------------
@@ -387,6 +540,22 @@ class _Recorder:
         self.samples: dict[str, str] = {}
         #: Processes forked by the scenario: killed if they outlive the deadline.
         self.children: list[int] = []
+        #: What people should know besides the counts (the lifecycle, the frameworks).
+        self.notes: list[str] = []
+        #: Sessions the scenario left open at its end: {"count": n, "reported": m}.
+        self.left_open: dict[str, int] = {}
+        #: How hung workers were given up, if not at the deadline ("killed at the time limit").
+        self.hang_phrase: str | None = None
+
+    def note(self, text: str) -> None:
+        """Add a sentence to the outcome's detail."""
+        with self.lock:
+            self.notes.append(text)
+
+    def sessions_left_open(self, count: int, reported: int = 0) -> None:
+        """The scenario ended with ``count`` sessions nobody uses; guarddb reported ``reported``."""
+        with self.lock:
+            self.left_open = {"count": count, "reported": reported}
 
     def add(self, worker: str) -> None:
         with self.lock:
@@ -466,6 +635,9 @@ class _Recorder:
                 "workers": json.loads(json.dumps(self.workers)),
                 "guard_errors": sorted(self.guard_keys),
                 "samples": dict(self.samples),
+                "notes": list(self.notes),
+                "left_open": dict(self.left_open),
+                "hang_phrase": self.hang_phrase,
             }
 
 
@@ -667,16 +839,75 @@ def _sscursor_pending(db: Any, connect_args: dict[str, Any], rec: _Recorder) -> 
     conn.close()
 
 
-_BODIES: dict[str, Callable[[Any, dict[str, Any], _Recorder], None]] = {
-    "shared_cursor": _shared_cursor,
-    "fork_shared": _fork_shared,
-    "fork_child_close": _fork_child_close,
-    "sscursor_pending": _sscursor_pending,
+@dataclass
+class Context:
+    """What a scenario's body gets in the child."""
+
+    #: The driver's module: MySQLdb, or guarddb.
+    db: Any
+    driver: str
+    #: Where the server is (plain MySQLdb's keywords).
+    connect_args: dict[str, Any]
+    #: guarddb's connect keywords for the connections under test ({} for plain).
+    options: dict[str, Any]
+    rec: _Recorder
+    #: The Celery broker URL, for the scenarios that need one.
+    broker_url: str | None
+    #: ``time.monotonic()`` by which the body must have finished.
+    deadline: float
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline."""
+        return self.deadline - time.monotonic()
+
+
+def _classic(
+    body: Callable[[Any, dict[str, Any], _Recorder], None],
+) -> Callable[[Context], None]:
+    """A DESIGN.md scenario's body, run with the connect arguments alone."""
+
+    def run_body(ctx: Context) -> None:
+        body(ctx.db, ctx.connect_args, ctx.rec)
+
+    return run_body
+
+
+def _framework(name: str) -> Callable[[Context], None]:
+    """The body ``name`` of :mod:`guarddb._demo_bodies` (imported in the child only)."""
+
+    def run_body(ctx: Context) -> None:
+        from . import _demo_bodies
+
+        getattr(_demo_bodies, name)(ctx)
+
+    return run_body
+
+
+_BODIES: dict[str, Callable[[Context], None]] = {
+    "shared_cursor": _classic(_shared_cursor),
+    "fork_shared": _classic(_fork_shared),
+    "fork_child_close": _classic(_fork_child_close),
+    "sscursor_pending": _classic(_sscursor_pending),
+    "celery_prefork": _framework("celery_prefork"),
+    "thread_pool_leak": _framework("thread_pool_leak"),
+    "idle_pool": _framework("idle_pool"),
 }
 
 
-def _child(name: str, driver: str, connect_args: dict[str, Any], deadline: float) -> None:
+def _child(
+    name: str,
+    driver: str,
+    connect_args: dict[str, Any],
+    deadline: float,
+    options: dict[str, Any] | None = None,
+    broker_url: str | None = None,
+) -> None:
     """Run one scenario in this process, print the report, and leave with os._exit."""
+    missing = missing_requirement(name)
+    if missing is not None:
+        sys.stdout.write(RESULT_MARK + json.dumps({"scenario": name, "skipped": missing}) + "\n")
+        sys.stdout.flush()
+        os._exit(0)
     if driver == "plain":
         import MySQLdb as db
 
@@ -689,10 +920,19 @@ def _child(name: str, driver: str, connect_args: dict[str, Any], deadline: float
 
     rec = _Recorder(guard_error)
     started = time.monotonic()
+    ctx = Context(
+        db=db,
+        driver=driver,
+        connect_args=connect_args,
+        options=dict(options or {}) if driver == "guarddb" else {},
+        rec=rec,
+        broker_url=broker_url,
+        deadline=started + deadline,
+    )
 
     def body() -> None:
         try:
-            _BODIES[name](db, connect_args, rec)
+            _BODIES[name](ctx)
         except Exception as exc:
             rec.error("scenario", exc)
             rec.done("scenario")
@@ -706,12 +946,13 @@ def _child(name: str, driver: str, connect_args: dict[str, Any], deadline: float
     report = rec.report(
         scenario=name,
         driver=driver,
+        options=ctx.options,
         mysqlclient=MySQLdb.release.__version__,
         deadline=deadline,
         gave_up=gave_up,
         elapsed=round(time.monotonic() - started, 3),
     )
-    sys.stdout.write(RESULT_MARK + json.dumps(report) + "\n")
+    sys.stdout.write(RESULT_MARK + json.dumps(report, default=repr) + "\n")
     sys.stdout.flush()
     sys.stderr.flush()
     # Not sys.exit: threads stuck in libmysqlclient, or multiprocessing's exit
@@ -734,13 +975,26 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deadline", type=float, default=15.0, help="seconds to wait for the workers"
     )
+    parser.add_argument(
+        "--options", default="{}", metavar="JSON", help="guarddb's connect keywords (guarddb runs)"
+    )
+    parser.add_argument(
+        "--broker", metavar="URL", help="the Celery broker, if the scenario needs one"
+    )
     args = parser.parse_args(argv)
     name, driver, connect_json = args.child
     if name not in SCENARIOS:
         parser.error(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     if driver not in DRIVERS:
         parser.error(f"unknown driver {driver!r}; use one of {', '.join(DRIVERS)}")
-    _child(name, driver, json.loads(connect_json), args.deadline)
+    _child(
+        name,
+        driver,
+        json.loads(connect_json),
+        args.deadline,
+        options=json.loads(args.options),
+        broker_url=args.broker,
+    )
     return 0  # not reached: _child leaves with os._exit
 
 
