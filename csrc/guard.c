@@ -351,6 +351,8 @@ int guard_adopt(guard_slot *slot)
     return GUARD_BUSY;
 }
 
+void guard_disown(guard_slot *slot) { STORE(&slot->owner, 0); }
+
 uintptr_t guard_thread_id(void) { return self_id(); }
 
 long guard_live_slots(void) { return __atomic_load_n(&live_slots, __ATOMIC_RELAXED); }

@@ -98,6 +98,8 @@ void guard_leave(guard_slot *slot);
 void guard_release(guard_slot *slot, uintptr_t holder);
 /* Make the calling thread the owner; GUARD_BUSY while another thread is inside. */
 int guard_adopt(guard_slot *slot);
+/* No thread owns the slot until the next adopt (a pool took the connection back). */
+void guard_disown(guard_slot *slot);
 
 /* The calling thread's id, as threading.get_ident() gives it. */
 uintptr_t guard_thread_id(void);

@@ -38,7 +38,7 @@ from .celery_apps.harness import (
 pytest.importorskip("celery", reason="Celery is not installed (pip install 'celery[redis]>=5.3')")
 
 TASKS = 8
-ROUNDS = 20  # round trips per task: enough for two children on one socket to collide
+ROUNDS = 200  # round trips per task: enough for two children on one socket to collide
 TIME_LIMIT = 15  # the worker's task_time_limit: a task stuck on a stolen reply is killed
 
 

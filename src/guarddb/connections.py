@@ -253,6 +253,17 @@ class Connection(_Base):  # type: ignore[misc]
         self._guard.adopt()
         lifecycle.adopted(self)
 
+    def disown(self) -> None:
+        """Give the connection back to a pool: no thread owns it until the next adopt().
+
+        Pools call it when a connection is checked in.  A connection nobody owns
+        is never an orphan (the pool keeps it for the next checkout; max_idle
+        closes it if it stays unused); in strict mode no thread may use it
+        until one adopts it.
+        """
+        self._guard.disown()
+        lifecycle.disowned(self)
+
     def cursor(self, cursorclass: type | None = None) -> Any:
         """Create a cursor; any MySQLdb cursor class given is guarded too."""
         cls = cursors.guarded_class(cursorclass or self.cursorclass, self._guard.per_thread_results)

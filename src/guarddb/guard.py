@@ -506,6 +506,10 @@ class ConnectionGuard:
         """Thread id of the owner (strict: creator or adopter; otherwise the last user)."""
         return int(self.slot.owner)
 
+    def disown(self) -> None:
+        """No thread owns the connection until the next adopt() (strict: nobody may use it)."""
+        lib.guard_disown(self.slot)
+
     def adopt(self) -> None:
         """Make the calling thread the owner; refused while another thread is inside.
 

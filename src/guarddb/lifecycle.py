@@ -60,7 +60,8 @@ class ConnectionInfo:
     db: str | None
     #: Its guard mode.
     mode: str
-    #: The owner thread (the one that opened it, or the last to call adopt()).
+    #: The owner thread (the one that opened it, or the last to call adopt());
+    #: "" and 0 while nobody owns it (checked in to a pool: disown()).
     owner_name: str
     owner_ident: int
     #: Whether that thread still runs; False makes it an orphan.
@@ -165,6 +166,11 @@ def adopted(conn: Connection) -> None:
     guard = conn._guard
     guard.owner_thread = _owner()
     guard.orphan_reported = False
+
+
+def disowned(conn: Connection) -> None:
+    """No thread owns ``conn`` now (a pool took it back): it cannot become an orphan."""
+    conn._guard.owner_thread = None
 
 
 def reopened(conn: Connection) -> None:

@@ -22,6 +22,10 @@ connections move from thread to thread and may be inherited by a forked child:
   events then run on the child's new session.
 - **pre-ping** (``pool_pre_ping=True``) runs on the new thread before the checkout
   event: the ping adopts first, so strict mode and pre-ping go together.
+- **checkin**: the connection is disowned (``conn.disown()``): a connection resting in
+  the pool belongs to no thread, so it is never reported as an orphan when the thread
+  that used it last ends, and ``close_orphans=True`` leaves it to the pool (``max_idle``
+  closes it if it rests too long).
 
 (Closing needs nothing: any thread may close a guarddb connection nobody is inside,
 so ``engine.dispose()`` and recycling from other threads work in strict mode too.)
@@ -103,7 +107,18 @@ def _on_checkout(
     _adopt(dbapi_connection)
 
 
-_POOL_EVENTS: tuple[tuple[str, Callable[..., None]], ...] = (("checkout", _on_checkout),)
+def _on_checkin(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+    # Back in the pool: nobody owns it, so the end of the thread that used it
+    # last does not make it an orphan (and close_orphans leaves it alone).
+    disown = getattr(dbapi_connection, "disown", None)
+    if disown is not None and not _inherited(dbapi_connection):
+        disown()
+
+
+_POOL_EVENTS: tuple[tuple[str, Callable[..., None]], ...] = (
+    ("checkout", _on_checkout),
+    ("checkin", _on_checkin),
+)
 
 
 def _adopt_before_ping(dialect: Dialect) -> None:
