@@ -373,8 +373,11 @@ class ConnectionGuard:
     def refused(self, rc: int) -> None:
         """The C guard said no (``rc``): raise the mode's error (mutex mode waits instead).
 
-        With ``on_fork="reconnect"``, a forked child's first use opens a fresh
-        session instead and returns entered, as a successful enter would.
+        Returns entered, as a successful enter would, when it could make the
+        call possible: guarddb's lifecycle thread was inside (it waits for
+        it), a forked child's first use with ``on_fork="reconnect"``, or a
+        connection guarddb closed with ``on_idle="reconnect"`` (a fresh
+        session).  A connection guarddb closed otherwise raises IdleClosedError.
         """
         if rc == lib.GUARD_BUSY and service_ident and int(self.slot.busy) == service_ident:
             rc = self._wait_for_service()

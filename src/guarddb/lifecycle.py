@@ -310,10 +310,16 @@ def _close(
             return False
         elif max_idle is not None and _idle_seconds_held(slot) < max_idle:
             return False  # used since it was looked at
-        guard.closed_reason = reason
-        guard.forget_socket()
-        with contextlib.suppress(MySQLError):
+        fd = conn.fileno()
+        guard.forget_socket()  # before the close: the number will be reused
+        try:
             _mysql.connection.close(conn)  # COM_QUIT: the server frees the session
+        except MySQLError:
+            # mysqlclient 2.3's own lock, taken by an unguarded client-side call
+            # (thread_id(), ...) in another thread: not closed, look again later.
+            guard.watch_socket(fd)
+            return False
+        guard.closed_reason = reason
         # Marked only now: until the slot is let go, a call waits for it (as
         # for any call in progress) rather than seeing it closed half-way.
         lib.guard_mark_closed(slot)
