@@ -480,3 +480,22 @@ def test_guard_engine_pooled_connections_are_not_orphans(connect_args, orphans, 
             assert conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar() in sessions
     finally:
         engine.dispose()
+
+
+def test_an_adopter_thread_that_ends_leaves_a_reported_orphan(connect_args):
+    # In a fresh process: the lifecycle thread must start for an adopter too, not
+    # only for a thread that opens a connection.
+    code = f"""
+import threading, time, guarddb
+seen = []
+guarddb.on_violation(lambda v: seen.append(v.message) if v.kind == "orphan" else None)
+conn = guarddb.connect(**{connect_args!r})
+adopter = threading.Thread(target=conn.adopt, name="Adopter")
+adopter.start(); adopter.join()
+deadline = time.monotonic() + 5
+while not seen and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("'Adopter'" in seen[0] if seen else "no report")
+"""
+    done = run_python(code)
+    assert done.stdout.strip() == "True", done.stderr

@@ -150,22 +150,26 @@ def _owner() -> Owner:
 def register(conn: Connection) -> None:
     """Track a newly opened connection; its owner is the calling thread."""
     guard = conn._guard
-    guard.owner_thread = _owner()
+    _set_owner(guard)
     with _registry_lock:
         _registry.add(conn)
     if guard.max_idle is not None:
         _lifecycle.wake()
-    elif guard.owner_thread.ident != _main_thread_ident():
-        # A thread that may end before its connection does: the lifecycle thread
-        # must run by then (it cannot be started from an ending thread's clean-up).
-        _lifecycle.start()
 
 
 def adopted(conn: Connection) -> None:
     """The calling thread now owns ``conn`` (adopt())."""
     guard = conn._guard
-    guard.owner_thread = _owner()
+    _set_owner(guard)
     guard.orphan_reported = False
+
+
+def _set_owner(guard: Any) -> None:
+    guard.owner_thread = owner = _owner()
+    if owner.ident != _main_thread_ident():
+        # A thread that may end before its connection does: the lifecycle thread
+        # must run by then (it cannot be started from an ending thread's clean-up).
+        _lifecycle.start()
 
 
 def disowned(conn: Connection) -> None:
@@ -226,6 +230,7 @@ def _idle_seconds_held(slot: Any) -> float:
 # -- orphans ------------------------------------------------------------------------------
 
 _ended: list[tuple[float, int, int, str]] = []  # (when, token, ident, name) to judge
+_judging = threading.Lock()
 
 
 def _main_thread_ident() -> int | None:
@@ -244,11 +249,12 @@ def _judge_ended_owners(now: float) -> float | None:
 
     Returns when to look again for owners that ended too recently to judge.
     """
-    ready = [entry for entry in _ended if now - entry[0] >= _ORPHAN_GRACE]
+    with _judging:  # the lifecycle thread, and check_orphans() at exit
+        ready = [entry for entry in _ended if now - entry[0] >= _ORPHAN_GRACE]
+        for entry in ready:
+            _ended.remove(entry)
     if not ready:
         return _ended[0][0] + _ORPHAN_GRACE if _ended else None
-    for entry in ready:
-        _ended.remove(entry)
     tokens = {token: (ident, name) for _when, token, ident, name in ready}
     for conn in _snapshot():
         guard = conn._guard
@@ -415,6 +421,9 @@ class _Lifecycle:
         return min(waits) if waits else None
 
     def after_fork_in_child(self) -> None:
+        global _registry_lock, _judging
+        # A lock another parent thread held at fork would stay held here for good.
+        _registry_lock, _judging = threading.Lock(), threading.Lock()
         self.lock = threading.Lock()
         self.event = threading.Event()
         self.thread = None  # the parent's thread does not exist here
