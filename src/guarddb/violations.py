@@ -71,11 +71,11 @@ def remove_violation_hook(callback: Callable[[Violation], Any]) -> None:
 @contextlib.contextmanager
 def unreported() -> Iterator[None]:
     """Refusals inside this block are guarddb's own probes, handled quietly: not violations."""
-    _quiet.on = True
+    before, _quiet.on = getattr(_quiet, "on", False), True
     try:
         yield
     finally:
-        _quiet.on = False
+        _quiet.on = before
 
 
 def _stack() -> tuple[str, ...]:
