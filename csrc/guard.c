@@ -243,10 +243,10 @@ int guard_enter(guard_slot *slot, int flags)
     return GUARD_BUSY;
 }
 
-int guard_enter_wait(guard_slot *slot, int64_t timeout_ns)
+int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns)
 {
     uintptr_t me = self_id();
-    int rc = guard_enter(slot, GUARD_TIMED);
+    int rc = guard_enter(slot, flags | GUARD_TIMED);
     if (rc != GUARD_BUSY)
         return rc;
     uint64_t start = guard_now_ns();
@@ -264,7 +264,7 @@ int guard_enter_wait(guard_slot *slot, int64_t timeout_ns)
                                         __ATOMIC_SEQ_CST)) {
             __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
             uint64_t now = guard_now_ns(), waited = now - start;
-            got_in(slot, me, GUARD_TIMED);
+            got_in(slot, me, flags);
             slot->held_since_ns = now;
             slot->waits++;
             slot->wait_ns_total += waited;

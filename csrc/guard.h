@@ -110,10 +110,12 @@ long guard_live_slots(void);
 
 /* cffi:end */
 
-/* Mutex mode: enter, waiting up to timeout_ns for the thread inside to leave.
+/* Enter, waiting up to timeout_ns for the thread inside to leave (mutex mode;
+   a call that finds guarddb's lifecycle thread inside).  flags: GUARD_KEEP_OWNER
+   or 0 (the owner check was made by the guard_enter() that said busy).
    GUARD_OK, GUARD_BUSY if still not in (the caller waits again, or gives up),
-   or GUARD_FORKED.  It blocks: Python calls it through build.py's wrapper,
-   which releases the GIL around it. */
-int guard_enter_wait(guard_slot *slot, int64_t timeout_ns);
+   GUARD_FORKED or GUARD_CLOSED.  It blocks: Python calls it through build.py's
+   wrapper, which releases the GIL around it. */
+int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns);
 
 #endif

@@ -499,3 +499,60 @@ print("'Adopter'" in seen[0] if seen else "no report")
 """
     done = run_python(code)
     assert done.stdout.strip() == "True", done.stderr
+
+
+@pytest.mark.parametrize("on_idle", ["raise", "reconnect"])
+def test_closing_while_the_reaper_closes_it_waits_and_neither_raises_nor_reconnects(
+    connect, plain_connect, watcher, on_idle
+):
+    """The reaper's own steps, played by a thread that stands in for it, with a close racing."""
+    from guarddb._guard import lib
+    from MySQLdb import _mysql
+
+    from guarddb import guard as guard_module
+
+    conn = connect(on_idle=on_idle, guard="strict", autocommit=True)
+    session, slot = conn.thread_id(), conn._guard.slot
+    status = plain_connect(autocommit=True).cursor()
+    status.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+    connections_before = int(status.fetchone()[1])
+    claimed, finish = threading.Event(), threading.Event()
+
+    def reaper() -> None:
+        assert lib.guard_claim(slot, 0) == lib.GUARD_OK
+        claimed.set()
+        finish.wait(30)
+        conn._guard.closed_reason = "idle for a test"
+        conn._guard.forget_socket()
+        _mysql.connection.close(conn)
+        lib.guard_mark_closed(slot)
+        lib.guard_release(slot, threading.get_ident())
+
+    stand_in = threading.Thread(target=reaper)
+    stand_in.start()
+    claimed.wait(30)
+    before = guard_module.service_ident
+    guard_module.service_ident = stand_in.ident
+    try:
+        errors: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                conn.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        closer = threading.Thread(target=close)  # not the owner, as a pool's dispose() is not
+        closer.start()
+        wait_until(lambda: slot.waiters == 1)  # the close waits for the reaper
+        finish.set()
+        closer.join(30)
+        stand_in.join(30)
+    finally:
+        finish.set()
+        guard_module.service_ident = before
+    assert not closer.is_alive() and not stand_in.is_alive() and errors == []
+    assert session not in watcher() and not conn.open
+    status.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+    assert int(status.fetchone()[1]) == connections_before  # closed, never reopened
+    assert conn._guard.owner() == threading.get_ident()  # strict mode's owner kept

@@ -374,7 +374,9 @@ class Connection(_Base):  # type: ignore[misc]
             return
         # Any thread may close a connection nobody is inside (pools close
         # from other threads: dispose, recycle), strict mode included.
-        guard.enter_any_thread(ANY_USER)
+        if not guard.enter_to_close(ANY_USER):  # guarddb closed it a moment ago
+            guard.closed_by_user()
+            return
         try:
             guard.forget_socket()
             super().close()

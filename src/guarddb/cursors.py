@@ -226,11 +226,14 @@ class GuardedCursorMixIn:
             return
         try:
             with violations.unreported():  # a refusal here is handled: closed locally
-                guard.enter_any_thread(self)
+                entered = guard.enter_to_close(self)
         except GuardError as error:
             if guard.pending is not None and guard.pending() is self:
                 # another thread reads this very cursor's rows
                 raise guard.violation(error) from None
+            self._close_locally()
+            return
+        if not entered:  # guarddb closed the connection a moment ago
             self._close_locally()
             return
         try:

@@ -359,16 +359,24 @@ class ConnectionGuard:
         if self.pending is not None:
             self.check_pending(user)
 
-    def enter_any_thread(self, user: Any = None) -> None:
-        """Enter for a call any thread may make, even in strict mode (closing).
+    def enter_to_close(self, user: Any = None) -> bool:
+        """Enter to close (any thread may, even in strict mode); False: nothing to close.
 
-        The owner stays as it is: in strict mode only adopt() changes it.
+        The owner stays as it is: in strict mode only adopt() changes it.  A
+        connection guarddb closed is not entered (False), and never reconnected
+        or reported just to be closed.
         """
-        rc = _enter(self.slot, (self.flags & ~lib.GUARD_STRICT) | lib.GUARD_KEEP_OWNER)
+        flags = (self.flags & ~lib.GUARD_STRICT) | lib.GUARD_KEEP_OWNER
+        rc = _enter(self.slot, flags)
+        if rc == lib.GUARD_BUSY and service_ident and int(self.slot.busy) == service_ident:
+            rc = self._wait_for_service(lib.GUARD_KEEP_OWNER)
+        if rc == lib.GUARD_CLOSED:
+            return False
         if rc:
             self.refused(rc)
         if self.pending is not None:
             self.check_pending(user)
+        return True
 
     def refused(self, rc: int) -> None:
         """The C guard said no (``rc``): raise the mode's error (mutex mode waits instead).
@@ -380,7 +388,7 @@ class ConnectionGuard:
         session).  A connection guarddb closed otherwise raises IdleClosedError.
         """
         if rc == lib.GUARD_BUSY and service_ident and int(self.slot.busy) == service_ident:
-            rc = self._wait_for_service()
+            rc = self._wait_for_service(0)
             if rc == lib.GUARD_OK:
                 return
         if rc == lib.GUARD_FORKED and self.on_fork == "reconnect":
@@ -391,11 +399,11 @@ class ConnectionGuard:
             return
         raise self.refusal(rc)
 
-    def _wait_for_service(self) -> int:
+    def _wait_for_service(self, flags: int) -> int:
         """guarddb's lifecycle thread is inside for a moment (closing an idle connection)."""
         rc = lib.GUARD_BUSY
         while rc == lib.GUARD_BUSY and int(self.slot.busy) in (service_ident, 0):
-            rc = _enter_wait(self.slot, int(_WAIT_SLICE * 1e9))
+            rc = _enter_wait(self.slot, flags, int(_WAIT_SLICE * 1e9))
         return rc
 
     def _closed_by_guarddb(self) -> None:
@@ -703,7 +711,7 @@ class MutexGuard(ConnectionGuard):
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     raise self._timeout_error()
-            rc = _enter_wait(self.slot, int(wait * 1e9))
+            rc = _enter_wait(self.slot, 0, int(wait * 1e9))
         if rc:
             super().refused(rc)
 
@@ -767,8 +775,9 @@ class UncheckedGuard(ConnectionGuard):
     def enter(self, user: Any = None) -> None:
         """Nothing is checked."""
 
-    def enter_any_thread(self, user: Any = None) -> None:
+    def enter_to_close(self, user: Any = None) -> bool:
         """Nothing is checked."""
+        return True
 
     def leave(self) -> None:
         """Nothing was entered."""
