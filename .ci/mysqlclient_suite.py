@@ -14,7 +14,7 @@ How:
    sdist from ``pip download`` into a cache outside the repository
    (``$XDG_CACHE_HOME/guarddb/sdists`` or ``~/.cache/guarddb/sdists``); its ``tests/``
    extracted into a temporary directory;
-2. a private MariaDB (``guarddb._server.PrivateServer``), or the server named by
+2. a private MariaDB (``guarddb.tools.server.PrivateServer``), or the server named by
    ``GUARDDB_TEST_DSN``; one fresh database per run, reached through an option file
    generated in the temporary directory (``TESTDB``, which the suite's configdb.py reads);
 3. pytest in a subprocess with a time limit, once plain, once with a generated plugin
@@ -202,7 +202,7 @@ def import_guarddb(python: str) -> Any:
         sys.path.insert(0, str(REPO / "src"))
     try:
         import guarddb
-        import guarddb._server
+        import guarddb.tools.server
     except ImportError as error:
         # Not realpath: a venv's python is a symlink to the interpreter it was made from.
         same = os.path.abspath(python) == os.path.abspath(sys.executable)
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     guarddb = import_guarddb(python)
-    from guarddb._server import ENV_DSN, PrivateServer, parse_dsn
+    from guarddb.tools.server import ENV_DSN, PrivateServer, parse_dsn
 
     try:
         version = run_python(

@@ -1,4 +1,4 @@
-"""A message broker for the Celery tests: guarddb's own finder, :mod:`guarddb._broker`.
+"""A message broker for the Celery tests: guarddb's own finder, :mod:`guarddb.tools.broker`.
 
 The demo's Celery scenario needs a broker too, so the logic lives in the package; this
 module keeps the names the tests import.  The order of preference:
@@ -14,7 +14,7 @@ else the Celery tests are skipped, naming what is missing.
 
 from __future__ import annotations
 
-from guarddb._broker import (
+from guarddb.tools.broker import (
     AMQP_PORT,
     ENV_BROKER,
     ENV_RESULT_BACKEND,

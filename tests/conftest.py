@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from guarddb._server import ENV_DSN, PrivateServer, parse_dsn
+from guarddb.tools.server import ENV_DSN, PrivateServer, parse_dsn
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import MySQLdb
 import pytest
 
 import guarddb
-from guarddb._server import PrivateServer
+from guarddb.tools.server import PrivateServer
 
 
 def outcome(fn: Callable[[], Any]) -> Any:
@@ -46,7 +46,7 @@ def test_bad_connect_arguments(connect_args, overrides):
 def test_bad_connect_leaks_no_guard_slot(connect_args):
     import gc
 
-    from guarddb.guard import live_slots
+    from guarddb.core.guard import live_slots
 
     gc.collect()
     before = live_slots()

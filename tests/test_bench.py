@@ -19,9 +19,9 @@ from urllib.parse import quote, urlencode
 import pytest
 
 import guarddb
-from guarddb import bench
-from guarddb._server import ENV_DSN
-from guarddb.guard import MODES
+from guarddb import MODES
+from guarddb.tools.bench import harness, references, workloads
+from guarddb.tools.server import ENV_DSN
 
 #: The quick bench takes a few seconds; this only stops a hang from stalling the suite.
 TIME_LIMIT = 300
@@ -78,14 +78,14 @@ def quick_run(connect_args, tmp_path_factory):
 def test_the_quick_bench_prints_every_workload_and_mode(quick_run):
     done, report, _ = quick_run
     out = done.stdout
-    sizes = bench.Sizes(**report["sizes"])
-    assert sizes == bench.QUICK
-    for workload in bench.WORKLOADS:
-        assert bench.describe_workload(workload, sizes) in out, workload.key
+    sizes = workloads.Sizes(**report["sizes"])
+    assert sizes == workloads.QUICK
+    for workload in workloads.WORKLOADS:
+        assert workloads.describe_workload(workload, sizes) in out, workload.key
     for mode in MODES:
         # one table row per workload names the mode in its own column
         rows = re.findall(rf"^\|[^|\n]*\| {mode}( \(uncontended\))? +\|", out, re.MULTILINE)
-        assert len(rows) == len(bench.WORKLOADS), (mode, out)
+        assert len(rows) == len(workloads.WORKLOADS), (mode, out)
     assert "threads share one connection" in out
     assert "every call in one threading.Lock" in out
     assert re.search(r"targets met: (all \d+|\d+ of \d+)", out), out
@@ -105,20 +105,20 @@ def _check_stats(stats: dict[str, Any], rounds: int, where: str) -> None:
 def test_the_json_has_every_number(quick_run):
     _, report, _ = quick_run
     rounds = report["rounds"]
-    assert rounds == bench.QUICK.rounds
+    assert rounds == workloads.QUICK.rounds
     assert report["quick"] is True
     environment = report["environment"]
     assert environment["guarddb"] == guarddb.__version__
     for key in ("mysqlclient", "python", "server", "transport", "cpus"):
         assert environment[key], key
-    assert set(report["workloads"]) == set(bench.WORKLOAD_KEYS)
+    assert set(report["workloads"]) == set(workloads.WORKLOAD_KEYS)
 
     assert set(report["modes"]) == set(MODES)
     for mode in MODES:
-        assert set(report["modes"][mode]) == set(bench.WORKLOAD_KEYS), mode
+        assert set(report["modes"][mode]) == set(workloads.WORKLOAD_KEYS), mode
         for key, stats in report["modes"][mode].items():
             _check_stats(stats, rounds, f"{mode}/{key}")
-            assert stats["target"] == bench.target(mode, key)
+            assert stats["target"] == workloads.target(mode, key)
             assert isinstance(stats["met"], bool)
             assert len(stats["base_s"]) == len(stats["other_s"]) == rounds
     assert report["targets"]["mutex"]["roundtrip"] == 1.05
@@ -131,13 +131,13 @@ def test_the_json_has_every_number(quick_run):
     assert contention["plain_lock_calls_per_s"] > 0
     assert contention["target"] == 1.0
 
-    assert set(report["reference"]) == set(bench.REFERENCES)
+    assert set(report["reference"]) == set(references.REFERENCES)
     for name, entry in report["reference"].items():
         if not entry["available"]:
             assert entry["note"], name  # says why it was skipped
             continue
         assert entry["version"] and entry["implementation"], name
-        assert set(entry["workloads"]) == set(bench.WORKLOAD_KEYS), name
+        assert set(entry["workloads"]) == set(workloads.WORKLOAD_KEYS), name
         for key, stats in entry["workloads"].items():
             if "error" not in stats:
                 _check_stats(stats, report["reference_rounds"], f"{name}/{key}")
@@ -158,7 +158,7 @@ def test_a_bad_dsn_is_refused_without_running(tmp_path):
 
 
 def test_summaries_of_ratios():
-    stats = bench.summarize([1.0, 2.0, 3.0, 4.0, 5.0])
+    stats = harness.summarize([1.0, 2.0, 3.0, 4.0, 5.0])
     assert (stats["min"], stats["q1"], stats["median"], stats["q3"], stats["max"]) == (
         1.0,
         2.0,
@@ -166,5 +166,5 @@ def test_summaries_of_ratios():
         4.0,
         5.0,
     )
-    single = bench.summarize([1.25])
+    single = harness.summarize([1.25])
     assert single["q1"] == single["median"] == single["q3"] == 1.25

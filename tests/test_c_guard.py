@@ -10,7 +10,7 @@ import threading
 import pytest
 from guarddb._guard import ffi, lib
 
-from guarddb.guard import live_slots
+from guarddb.core.guard import live_slots
 
 from .helpers import in_forked_child
 

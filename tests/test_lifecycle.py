@@ -509,7 +509,7 @@ def test_closing_while_the_reaper_closes_it_waits_and_neither_raises_nor_reconne
     from guarddb._guard import lib
     from MySQLdb import _mysql
 
-    from guarddb import guard as guard_module
+    from guarddb.core import guard as guard_module
 
     conn = connect(on_idle=on_idle, guard="strict", autocommit=True)
     session, slot = conn.thread_id(), conn._guard.slot

@@ -11,8 +11,8 @@ import pytest
 import guarddb
 import guarddb.mutex
 from guarddb import ForkedConnectionError, GuardError, PendingResultError
-from guarddb._server import PrivateServer
 from guarddb.errors import LockTimeoutError
+from guarddb.tools.server import PrivateServer
 
 from .helpers import (
     Blocked,
@@ -379,7 +379,8 @@ def test_process_defaults_for_the_mutex_keywords(connect):
 
 def test_mutex_settings_from_the_environment():
     code = (
-        "import guarddb.guard as g; print(g._defaults['mutex_timeout'], g._defaults['mutex_scope'])"
+        "from guarddb.core.settings import _defaults as d; "
+        "print(d['mutex_timeout'], d['mutex_scope'])"
     )
     done = run_python(code, GUARDDB_MUTEX_TIMEOUT="3", GUARDDB_MUTEX_SCOPE="transaction")
     assert done.stdout.split() == ["3.0", "transaction"], done.stderr

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import guarddb
-from guarddb._server import ENV_DSN, PrivateServer, parse_dsn
+from guarddb.tools.server import ENV_DSN, PrivateServer, parse_dsn
 
 ACTORS = ("A", "B", "C")
 CURSORS = (0, 1)

@@ -3,7 +3,7 @@
 Each scenario is a small test suite run by pytester in a fresh pytest process,
 against the session's MariaDB (its connect arguments go through an environment
 variable).  The plugin is loaded through its pytest11 entry point when guarddb
-is installed, else with ``-p guarddb.pytest_plugin`` (PYTHONPATH=src).
+is installed, else with ``-p guarddb.tools.pytest_plugin`` (PYTHONPATH=src).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 import guarddb
-import guarddb.pytest_plugin
+import guarddb.tools.pytest_plugin
 
 pytest_plugins = ["pytester"]
 
@@ -83,7 +83,8 @@ def test_driver():
 def _entry_point_registered() -> bool:
     """Whether an installed distribution registers guarddb's plugin with pytest."""
     return any(
-        entry.name == "guarddb" and entry.value == "guarddb.pytest_plugin" for entry in _pytest11()
+        entry.name == "guarddb" and entry.value == "guarddb.tools.pytest_plugin"
+        for entry in _pytest11()
     )
 
 
@@ -94,8 +95,9 @@ def _pytest11() -> list[importlib.metadata.EntryPoint]:
     return list(found.get("pytest11", ()))  # Python 3.9
 
 
-#: Installed, pytest loads the plugin by itself; `-p guarddb.pytest_plugin` would load it twice.
-PLUGIN_ARGS = () if _entry_point_registered() else ("-p", "guarddb.pytest_plugin")
+#: Installed, pytest loads the plugin by itself; `-p guarddb.tools.pytest_plugin` would load it
+#: twice.
+PLUGIN_ARGS = () if _entry_point_registered() else ("-p", "guarddb.tools.pytest_plugin")
 
 
 class Suite:
@@ -132,7 +134,11 @@ class Suite:
 @pytest.fixture
 def suite(pytester, connect_args, monkeypatch):
     """A Suite whose runs reach the session's server and import the guarddb under test."""
-    for variable in (guarddb.guard.ENV_MODE, "PYTEST_DISABLE_PLUGIN_AUTOLOAD", "PYTEST_ADDOPTS"):
+    for variable in (
+        guarddb.core.settings.ENV_MODE,
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
+        "PYTEST_ADDOPTS",
+    ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv(ARGS_ENV, json.dumps(connect_args))
     monkeypatch.setenv(
@@ -424,8 +430,8 @@ def test_the_pytest11_entry_point_is_registered(pytester, monkeypatch):
             "entry point exists only once it is installed (CI installs the wheel)"
         )
     entries = [entry for entry in _pytest11() if entry.name == "guarddb"]
-    assert [entry.value for entry in entries] == ["guarddb.pytest_plugin"]
-    assert entries[0].load() is guarddb.pytest_plugin
+    assert [entry.value for entry in entries] == ["guarddb.tools.pytest_plugin"]
+    assert entries[0].load() is guarddb.tools.pytest_plugin
     # And pytest loads it by itself: its option is there without -p.
     monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     result = pytester.runpytest_subprocess("--help", timeout=INNER_TIMEOUT)
@@ -442,7 +448,7 @@ def test_report_format_groups_and_keeps_the_first_stack():
         make("ThreadOwnershipError", "second", "/app/x.py:1", "/app/x.py:3", "strict", "T2", 7),
         make("ForkedConnectionError", "child", "/app/x.py:1", "/app/x.py:9", "exclusive", "M", 8),
     ]
-    text = guarddb.pytest_plugin.format_violations(violations, "call", failing=True)
+    text = guarddb.tools.pytest_plugin.format_violations(violations, "call", failing=True)
     assert text.splitlines()[0].startswith("guarddb: 3 guard violations during this test, which")
     assert text.index("[1] ThreadOwnershipError, 2 times, in threads T1, T2 (pid 7)") < text.index(
         "[2] ForkedConnectionError, once, in thread M (pid 8)"

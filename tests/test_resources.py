@@ -3,7 +3,7 @@
 Memory is compared with tracemalloc between the end of a warm-up and the end
 of the run, after a full collection, with a tolerance far below what a leak
 of even a few bytes per call would add up to.  Guard slots are counted by the
-C guard itself (``guarddb.guard.live_slots()``).  Nothing here is timed.
+C guard itself (``guarddb.core.guard.live_slots()``).  Nothing here is timed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 from guarddb._guard import ffi, lib
 
 import guarddb
-from guarddb.guard import MODES, live_slots
+from guarddb import MODES
+from guarddb.core.guard import live_slots
 
 MILLION = 1_000_000
 #: Traced memory a run may end with over its warm-up (interpreter caches settling).

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import guarddb
-from guarddb.__main__ import split_run_arguments
-from guarddb._runner import VIOLATION_EXIT_CODE
+from guarddb.tools.cli import split_run_arguments
+from guarddb.tools.runner import VIOLATION_EXIT_CODE
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(guarddb.__file__)))
 ARGS_ENV = "GUARDDB_RUNNER_TEST_CONNECT_ARGS"
@@ -70,7 +70,7 @@ class Program:
         self.env = {
             key: value
             for key, value in os.environ.items()
-            if key not in (guarddb.guard.ENV_MODE, "PYTHONPATH")
+            if key not in (guarddb.core.settings.ENV_MODE, "PYTHONPATH")
         }
         self.env[ARGS_ENV] = json.dumps(connect_args)
         self.env["PYTHONPATH"] = os.pathsep.join(

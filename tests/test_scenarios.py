@@ -25,10 +25,10 @@ from urllib.parse import quote, urlencode
 import pytest
 
 import guarddb
-from guarddb import __main__ as cli
-from guarddb import _demo_bodies, _scenarios
-from guarddb._scenarios import SCENARIOS, SKIPPED, Outcome
-from guarddb._server import ENV_DSN
+from guarddb.tools.demo import catalog, command, framework, leaks, process
+from guarddb.tools.demo.catalog import SCENARIOS
+from guarddb.tools.demo.framework import SKIPPED, Outcome
+from guarddb.tools.server import ENV_DSN
 
 #: Generous: a run's own time limit is what counts; this only stops a stuck test.
 TIMEOUT = 60
@@ -38,7 +38,7 @@ ANSI = re.compile(r"\x1b\[")
 LEAK_SITE = "demo_app.py:" + str(
     next(
         number
-        for number, line in enumerate(_demo_bodies._THREAD_POOL_APP.splitlines(), 1)
+        for number, line in enumerate(leaks._THREAD_POOL_APP.splitlines(), 1)
         if "db.connect(" in line
     )
 )
@@ -59,7 +59,7 @@ def run_scenario(connect_args, request):
         for module, how in scenario.requires:
             pytest.importorskip(module, reason=f"{module} is not installed ({how})")
         broker_url = request.getfixturevalue("broker_url") if scenario.broker else None
-        outcome = _scenarios.run(
+        outcome = process.run(
             name, driver, connect_args, timeout=TIMEOUT, options=options, broker_url=broker_url
         )
         assert outcome.kind != SKIPPED, outcome
@@ -78,21 +78,21 @@ def test_guarded_scenario_ends_in_its_documented_outcome(run_scenario, name, ind
     variant = SCENARIOS[name].variants[index]
     outcome = run_scenario(name, "guarddb", dict(variant.options))
     assert outcome.kind not in ("signal", "hang", "wrong rows"), outcome
-    assert _scenarios.matches(name, outcome, variant.expected), (variant.expected, outcome)
+    assert catalog.matches(name, outcome, variant.expected), (variant.expected, outcome)
 
 
 def test_plain_sscursor_scenario_is_out_of_sync(connect_args):
-    outcome = _scenarios.run("sscursor_pending", "plain", connect_args, timeout=20)
+    outcome = process.run("sscursor_pending", "plain", connect_args, timeout=20)
     assert outcome.kind == "commands out of sync", outcome
 
 
 def test_plain_fork_close_scenario_loses_the_parent_session(connect_args):
-    outcome = _scenarios.run("fork_child_close", "plain", connect_args, timeout=20)
+    outcome = process.run("fork_child_close", "plain", connect_args, timeout=20)
     assert outcome.kind == "lost connection", outcome
 
 
 def test_plain_shared_cursor_scenario_goes_wrong(connect_args):
-    outcome = _scenarios.run("shared_cursor", "plain", connect_args, timeout=20)
+    outcome = process.run("shared_cursor", "plain", connect_args, timeout=20)
     assert outcome.kind not in ("correct", "clean error"), outcome
 
 
@@ -187,21 +187,21 @@ def report(**extra: Any) -> dict[str, Any]:
 
 
 def test_sessions_left_open_unless_guarddb_reported_every_one():
-    assert _scenarios.classify(report(left_open={"count": 3}), 0, False).kind == (
+    assert framework.classify(report(left_open={"count": 3}), 0, False).kind == (
         "sessions left open"
     )
     partly = report(left_open={"count": 3, "reported": 2})
-    assert _scenarios.classify(partly, 0, False).kind == "sessions left open"
+    assert framework.classify(partly, 0, False).kind == "sessions left open"
     every = report(left_open={"count": 3, "reported": 3}, notes=["3 orphans reported"])
-    outcome = _scenarios.classify(every, 0, False)
+    outcome = framework.classify(every, 0, False)
     assert outcome.kind == "reported" and outcome.detail == "3 orphans reported"
-    assert _scenarios.classify(report(left_open={"count": 0}), 0, False).kind == "correct"
+    assert framework.classify(report(left_open={"count": 0}), 0, False).kind == "correct"
 
 
 def test_a_skipped_report_is_a_skipped_outcome():
-    outcome = _scenarios.classify({"skipped": "celery is not installed"}, 0, False)
+    outcome = framework.classify({"skipped": "celery is not installed"}, 0, False)
     assert (outcome.kind, outcome.detail) == (SKIPPED, "celery is not installed")
-    assert not _scenarios.matches("celery_prefork", outcome)
+    assert not catalog.matches("celery_prefork", outcome)
 
 
 # -- the command line ----------------------------------------------------------------------
@@ -280,9 +280,9 @@ def test_demo_prints_progress_then_the_table_without_colour_when_piped(connect_a
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     progress = [line for line in done.stderr.splitlines() if line.startswith("[")]
     assert [line.split(" ... ")[0] for line in progress] == [
-        "[1/5] sscursor_pending with plain mysqlclient " + cli._plain_version(),
+        "[1/5] sscursor_pending with plain mysqlclient " + command._plain_version(),
         "[2/5] sscursor_pending with guarddb",
-        "[3/5] thread_pool_leak with plain mysqlclient " + cli._plain_version(),
+        "[3/5] thread_pool_leak with plain mysqlclient " + command._plain_version(),
         "[4/5] thread_pool_leak with guarddb",
         "[5/5] thread_pool_leak with guarddb close_orphans=True",
     ]
@@ -326,7 +326,7 @@ def test_the_demo_skips_what_it_cannot_run_and_says_why(connect_args):
     code = (
         "import sys\n"
         "sys.modules['celery'] = sys.modules['sqlalchemy'] = None\n"
-        "from guarddb.__main__ import main\n"
+        "from guarddb.tools.cli import main\n"
         "sys.exit(main(['demo', 'celery_prefork', 'idle_pool', 'sscursor_pending']))\n"
     )
     done = subprocess.run(
@@ -349,27 +349,27 @@ def test_the_demo_skips_what_it_cannot_run_and_says_why(connect_args):
 def test_a_skipped_scenario_does_not_fail_the_demo():
     """The exit status: skipped runs do not count; an unexpected guarddb outcome does."""
     scenario = SCENARIOS["celery_prefork"]
-    skipped = cli._Result(scenario, Outcome(SKIPPED, "no Celery broker: nothing answers"))
+    skipped = command._Result(scenario, Outcome(SKIPPED, "no Celery broker: nothing answers"))
     for variant in scenario.variants:
         skipped.guarded.append((variant, Outcome(SKIPPED, "no Celery broker: nothing answers")))
     out = io.StringIO()
-    assert cli._summary([skipped], 1.0, out) == 0
+    assert command._summary([skipped], 1.0, out) == 0
     assert "skipped celery_prefork: no Celery broker: nothing answers" in out.getvalue()
     table = io.StringIO()
-    cli._print_table([skipped], table, color=False)
+    command._print_table([skipped], table, color=False)
     assert "| celery_prefork" in table.getvalue() and "skipped" in table.getvalue()
 
     leak = SCENARIOS["thread_pool_leak"]
-    wrong = cli._Result(leak, Outcome("sessions left open", "8 sessions"))
+    wrong = command._Result(leak, Outcome("sessions left open", "8 sessions"))
     wrong.guarded.append((leak.variants[0], Outcome("sessions left open", "8 sessions")))
     wrong.guarded.append((leak.variants[1], Outcome("correct", "closed")))
     out = io.StringIO()
-    assert cli._summary([skipped, wrong], 1.0, out) == 1
+    assert command._summary([skipped, wrong], 1.0, out) == 1
     assert "in 1 of 2 runs: thread_pool_leak (guarddb)" in out.getvalue()
 
 
 def test_missing_requirements_are_named():
     for name, scenario in SCENARIOS.items():
         missing = [m for m, _ in scenario.requires if importlib.util.find_spec(m) is None]
-        reason = _scenarios.missing_requirement(name)
+        reason = catalog.missing_requirement(name)
         assert (reason is None) == (not missing), (name, reason)

@@ -59,6 +59,9 @@ from MySQLdb import (
 from MySQLdb._mysql import escape, escape_string
 
 from . import connections, cursors
+from .core.lifecycle import ConnectionInfo, live_connections
+from .core.settings import MODES, default_mode, set_default_mode, set_defaults
+from .core.violations import Violation, on_violation, remove_violation_hook
 from .errors import (
     ConcurrentUseError,
     ForkedConnectionError,
@@ -68,9 +71,6 @@ from .errors import (
     PendingResultError,
     ThreadOwnershipError,
 )
-from .guard import MODES, default_mode, set_default_mode, set_defaults
-from .lifecycle import ConnectionInfo, live_connections
-from .violations import Violation, on_violation, remove_violation_hook
 
 __version__ = "0.1.0"
 

@@ -1,19 +1,24 @@
-"""guarddb's exceptions.
+"""guarddb's exceptions, as every driver shares them.
 
-Every one derives from :class:`GuardError` and from the MySQLdb class a
-framework already handles: the thread errors from ``ProgrammingError`` (a bug
-in the caller, never a disconnect code), :class:`ForkedConnectionError` from
-``OperationalError`` with ``args[0] == 2006`` (CR_SERVER_GONE_ERROR), so that
-SQLAlchemy's and Django's disconnect handling throw the connection away and
-make a new one.
+Each kind here is driver-neutral: it derives from :class:`GuardError` only.
+What a caller catches is a driver's own subclass of it, which derives from
+the DB-API class that driver's users (and their frameworks) already handle:
+the thread errors from ``ProgrammingError`` (a bug in the caller, never a
+disconnect code), :class:`ForkedConnectionError` and :class:`IdleClosedError`
+from ``OperationalError`` with ``args[0] == 2006`` (CR_SERVER_GONE_ERROR), so
+that SQLAlchemy's and Django's disconnect handling throw the connection away
+and make a new one.  A driver's layer defines those subclasses (for
+mysqlclient: :mod:`guarddb.drivers.mysqldb.errors`, public as
+:mod:`guarddb.errors`) and hands them to the guard as a :class:`DriverErrors`.
 
-The exceptions keep their message in ``args`` so that they pickle (Celery and
-multiprocessing ship them between processes).
+``except guarddb.GuardError`` catches every one of them, whichever driver
+raised it.  The exceptions keep their message in ``args`` so that they pickle
+(Celery and multiprocessing ship them between processes).
 """
 
 from __future__ import annotations
 
-from MySQLdb import OperationalError, ProgrammingError
+from typing import Protocol
 
 #: CR_SERVER_GONE_ERROR: what libmysqlclient says of a connection that is gone.
 CR_SERVER_GONE_ERROR = 2006
@@ -27,7 +32,7 @@ class GuardError(Exception):
     """Base of every error guarddb raises in place of a crash, a hang or mixed-up rows."""
 
 
-class ThreadOwnershipError(GuardError, ProgrammingError):
+class ThreadOwnershipError(GuardError):
     """strict mode: a thread other than the owner used the connection or one of its cursors.
 
     The owner is the thread that opened the connection, or the last one that
@@ -35,19 +40,19 @@ class ThreadOwnershipError(GuardError, ProgrammingError):
     """
 
 
-class ConcurrentUseError(GuardError, ProgrammingError):
+class ConcurrentUseError(GuardError):
     """A thread called into a connection while another thread was inside a call on it."""
 
 
-class PendingResultError(GuardError, ProgrammingError):
+class PendingResultError(GuardError):
     """A statement was sent while an unbuffered (SSCursor) result was still unread.
 
-    libmysqlclient would answer "(2014) Commands out of sync"; read the rows
-    out or close that cursor first.
+    The driver would answer "(2014) Commands out of sync" or read the wrong
+    packets; read the rows out or close that cursor first.
     """
 
 
-class ForkedConnectionError(GuardError, OperationalError):
+class ForkedConnectionError(GuardError):
     """A forked child used a connection inherited from its parent.
 
     ``args[0] == 2006`` so that connection pools treat it as a disconnect and
@@ -56,7 +61,7 @@ class ForkedConnectionError(GuardError, OperationalError):
     """
 
 
-class LockTimeoutError(GuardError, OperationalError):
+class LockTimeoutError(GuardError):
     """mutex mode: waiting for the connection took longer than ``mutex_timeout``.
 
     Not a disconnect: the connection is fine, another thread holds it.  The
@@ -65,7 +70,7 @@ class LockTimeoutError(GuardError, OperationalError):
     """
 
 
-class IdleClosedError(GuardError, OperationalError):
+class IdleClosedError(GuardError):
     """guarddb closed the connection: idle longer than ``max_idle``, or left by its thread.
 
     ``args[0] == 2006``, so SQLAlchemy's and Django's disconnect handling
@@ -73,3 +78,14 @@ class IdleClosedError(GuardError, OperationalError):
     violation: the connection was closed on purpose, while nobody used it.
     With ``on_idle="reconnect"`` the next call opens a fresh session instead.
     """
+
+
+class DriverErrors(Protocol):
+    """A driver's own subclasses of each kind (its errors module has them by these names)."""
+
+    ThreadOwnershipError: type[ThreadOwnershipError]
+    ConcurrentUseError: type[ConcurrentUseError]
+    PendingResultError: type[PendingResultError]
+    ForkedConnectionError: type[ForkedConnectionError]
+    LockTimeoutError: type[LockTimeoutError]
+    IdleClosedError: type[IdleClosedError]

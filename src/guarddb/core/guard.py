@@ -1,68 +1,28 @@
-"""The Python face of the C guard: modes, process defaults, and what an error says.
+"""The Python face of the C guard: what a refusal means in each mode, and what it says.
 
 The C side (``guarddb._guard``) knows only threads, fork and atomics.  This
 module decides what a refusal means in each mode and writes the message:
-what happened, who owns the connection, where it was opened, what to do.
+what happened, who owns the connection, where it was opened, what to do.  It
+knows no driver: a driver's layer hands in its error classes
+(:class:`~guarddb.core.errors.DriverErrors`) and gives its connection the few
+methods :class:`GuardedConnection` lists.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 
+from .._guard import ffi, lib
 from . import violations
-from ._guard import ffi, lib
-from .errors import (
-    CR_SERVER_GONE_ERROR,
-    ConcurrentUseError,
-    ForkedConnectionError,
-    GuardError,
-    IdleClosedError,
-    LockTimeoutError,
-    PendingResultError,
-    ThreadOwnershipError,
-)
-
-if TYPE_CHECKING:
-    from MySQLdb.cursors import BaseCursor
-
-#: The modes a connection can be guarded with; see the README.
-MODES = ("exclusive", "strict", "mutex", "off")
-
-#: What a mutex-mode thread holds the connection for: one call, or a transaction.
-MUTEX_SCOPES = ("call", "transaction")
-
-#: What a forked child's first use of an inherited connection does.
-ON_FORK = ("raise", "reconnect")
-
-#: What the next use of a connection guarddb closed for being idle does.
-ON_IDLE = ("raise", "reconnect")
-
-#: Environment variables read once, at import, for the process defaults.
-ENV_MODE = "GUARDDB_MODE"
-ENV_MUTEX_TIMEOUT = "GUARDDB_MUTEX_TIMEOUT"
-ENV_MUTEX_SCOPE = "GUARDDB_MUTEX_SCOPE"
-ENV_ON_FORK = "GUARDDB_ON_FORK"
-ENV_MAX_IDLE = "GUARDDB_MAX_IDLE"
-ENV_ON_IDLE = "GUARDDB_ON_IDLE"
-ENV_CLOSE_ORPHANS = "GUARDDB_CLOSE_ORPHANS"
-
-_defaults: dict[str, Any] = {
-    "guard": "exclusive",
-    "mutex_timeout": None,
-    "mutex_scope": "call",
-    "on_fork": "raise",
-    "max_idle": None,
-    "on_idle": "raise",
-    "close_orphans": False,
-}
-
-get_ident = threading.get_ident
+from .errors import CR_SERVER_GONE_ERROR, DriverErrors, GuardError
+from .identity import describe as describe_thread
+from .identity import get_ident
+from .sites import caller_site, operation
 
 _log = logging.getLogger("guarddb")
 
@@ -84,172 +44,6 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-
-def check_mode(mode: object, source: str = "guard") -> str:
-    """Return ``mode`` if it names a guard mode, else raise ValueError listing the valid ones."""
-    if mode in MODES:
-        return mode  # type: ignore[return-value]
-    valid = ", ".join(repr(m) for m in MODES)
-    raise ValueError(f"{source}={mode!r} is not a guarddb mode; use one of {valid}")
-
-
-def _check_timeout(timeout: object, source: str = "mutex_timeout") -> float | None:
-    if timeout is None:
-        return None
-    try:
-        seconds = float(timeout)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not seconds > 0:
-        raise ValueError(f"{source}={timeout!r}: give a number of seconds > 0, or None to wait")
-    return seconds
-
-
-def _check_scope(scope: object, source: str = "mutex_scope") -> str:
-    if scope in MUTEX_SCOPES:
-        return scope  # type: ignore[return-value]
-    valid = ", ".join(repr(m) for m in MUTEX_SCOPES)
-    raise ValueError(f"{source}={scope!r}: use one of {valid}")
-
-
-def _check_choice(choices: tuple[str, ...], name: str) -> Any:
-    def check(value: object, source: str = name) -> str:
-        if value in choices:
-            return value  # type: ignore[return-value]
-        valid = ", ".join(repr(m) for m in choices)
-        raise ValueError(f"{source}={value!r}: use one of {valid}")
-
-    return check
-
-
-def _check_max_idle(seconds: object, source: str = "max_idle") -> float | None:
-    if seconds is None:
-        return None
-    return _check_timeout(seconds, source)
-
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
-
-
-def _check_flag(flag: object, source: str = "close_orphans") -> bool:
-    if isinstance(flag, bool):
-        return flag
-    if isinstance(flag, str) and flag.strip().lower() in _TRUE + _FALSE:
-        return flag.strip().lower() in _TRUE
-    raise ValueError(f"{source}={flag!r}: give True or False (or 1/0 in the environment)")
-
-
-_CHECKS = {
-    "guard": check_mode,
-    "mutex_timeout": _check_timeout,
-    "mutex_scope": _check_scope,
-    "on_fork": _check_choice(ON_FORK, "on_fork"),
-    "max_idle": _check_max_idle,
-    "on_idle": _check_choice(ON_IDLE, "on_idle"),
-    "close_orphans": _check_flag,
-}
-
-
-def set_defaults(**guard_keywords: Any) -> None:
-    """Set process-wide defaults for guarddb's connect keywords.
-
-    ``guard`` (the mode), ``on_fork``, ``mutex_timeout``, ``mutex_scope``,
-    ``max_idle``, ``on_idle`` and ``close_orphans``.  An explicit keyword
-    given to ``connect()`` always wins over these.
-    """
-    unknown = sorted(set(guard_keywords) - set(_defaults))
-    if unknown:
-        raise TypeError(
-            f"set_defaults() got unknown keyword(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_defaults))}"
-        )
-    _defaults.update({key: _CHECKS[key](value) for key, value in guard_keywords.items()})
-
-
-def set_default_mode(mode: str) -> None:
-    """Set the guard mode of connections opened from now on without ``guard=``."""
-    set_defaults(guard=mode)
-
-
-def default_mode() -> str:
-    """The mode a connection gets without ``guard=``."""
-    return _defaults["guard"]  # type: ignore[no-any-return]
-
-
-def settings(**explicit: Any) -> dict[str, Any]:
-    """A connection's guard settings: the explicit keywords (not None) over the defaults."""
-    chosen = dict(_defaults)
-    chosen.update(
-        {key: _CHECKS[key](value) for key, value in explicit.items() if value is not None}
-    )
-    return chosen
-
-
-def _read_environment() -> None:
-    for key, variable in (
-        ("guard", ENV_MODE),
-        ("mutex_timeout", ENV_MUTEX_TIMEOUT),
-        ("mutex_scope", ENV_MUTEX_SCOPE),
-        ("on_fork", ENV_ON_FORK),
-        ("max_idle", ENV_MAX_IDLE),
-        ("on_idle", ENV_ON_IDLE),
-        ("close_orphans", ENV_CLOSE_ORPHANS),
-    ):
-        value = os.environ.get(variable, "").strip()
-        if value:
-            _defaults[key] = _CHECKS[key](value, variable)
-
-
-_read_environment()
-
-# Frames in these files are guarddb's or mysqlclient's own: the "site" of a
-# connect or an execute is the first frame outside them.
-_OWN_DIRS = (os.path.dirname(__file__) + os.sep,)
-
-
-def _library_dirs() -> tuple[str, ...]:
-    import MySQLdb
-
-    return (*_OWN_DIRS, os.path.dirname(MySQLdb.__file__) + os.sep)
-
-
-_LIBRARY_DIRS = _library_dirs()
-
-
-def caller_site() -> str:
-    """``file:line`` of the nearest caller outside guarddb and MySQLdb (cheap: no traceback)."""
-    frame: Any = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
-        frame = frame.f_back
-    if frame is None:
-        return "<unknown>"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-
-
-def describe_thread(ident: int) -> str:
-    """``thread 'Name' (id N)``, or say that the thread no longer runs."""
-    thread = threading._active.get(ident)  # type: ignore[attr-defined]
-    if thread is None:
-        for candidate in threading.enumerate():
-            if candidate.ident == ident:
-                thread = candidate
-                break
-    if thread is None:
-        return f"thread id {ident} (no longer running)"
-    return f"thread {thread.name!r} (id {ident})"
-
-
-def _operation() -> str:
-    """Name of the public method that asked to enter (for messages only)."""
-    frame: Any = sys._getframe(1)
-    while frame is not None and (
-        frame.f_code.co_filename == __file__ or frame.f_code.co_name.startswith("_")
-    ):
-        frame = frame.f_back
-    return f"{frame.f_code.co_name}()" if frame is not None else "a call"
-
-
 _enter = lib.guard_enter
 _enter_wait = lib.guard_enter_wait_without_gil
 _leave = lib.guard_leave
@@ -257,6 +51,30 @@ _leave = lib.guard_leave
 #: Passed to enter() by calls that may run while an unbuffered result is
 #: unread (closing the connection).
 ANY_USER = object()
+
+
+class GuardedConnection(Protocol):
+    """What the guard and the lifecycle need of a driver's guarded connection."""
+
+    _guard: ConnectionGuard
+    #: Session state changed through the API since connect (``"database"``, ...).
+    _session: dict[str, Any]
+
+    @property
+    def open(self) -> bool:
+        """Whether the connection has a session (not closed)."""
+
+    def get_autocommit(self) -> bool:
+        """The session's autocommit, as the driver knows it."""
+
+    def _reopen_session(self) -> None:
+        """Open a fresh session with the same arguments (the slot is held by the caller)."""
+
+    def _close_for_guarddb(self) -> bool:
+        """Close the session (COM_QUIT), holding the slot; False if the driver refused now."""
+
+    def _rollback_for_guarddb(self) -> None:
+        """Roll back the open transaction, holding the slot, past the guard."""
 
 
 class ConnectionGuard:
@@ -282,6 +100,7 @@ class ConnectionGuard:
         "connection",
         "db",
         "dirty",
+        "errors",
         "flags",
         "host",
         "inside",
@@ -294,8 +113,8 @@ class ConnectionGuard:
         "orphan_reported",
         "owner_thread",
         "pending",
+        "pending_drain",
         "pending_holder",
-        "pending_result",
         "pending_site",
         "pid",
         "server_thread_id",
@@ -304,18 +123,21 @@ class ConnectionGuard:
         "statement",
     )
 
-    def __init__(self, mode: str, site: str) -> None:
+    def __init__(self, mode: str, site: str, errors: DriverErrors) -> None:
         slot = lib.guard_slot_new()
         if slot == ffi.NULL:
             raise MemoryError("guarddb: no memory for a guard slot")
         self.slot = slot
         self.mode = mode
         self.site = site
+        #: The driver's own error classes, one per kind.
+        self.errors = errors
         self.pid = os.getpid()
         self.label = "a MySQL connection"
         self.flags = lib.GUARD_STRICT if mode == "strict" else 0
-        self.pending: weakref.ref[BaseCursor] | None = None
-        self.pending_result: Any = None
+        self.pending: weakref.ref[Any] | None = None
+        #: Reads and drops the unread unbuffered rows (the driver's discard), or None.
+        self.pending_drain: Callable[[], Any] | None = None
         self.pending_holder = 0
         self.pending_site = ""
         #: Thread inside a cursor statement (its nested connection calls skip the guard).
@@ -332,7 +154,7 @@ class ConnectionGuard:
         self.dirty = False
         self.began = False
         self.autocommit = False
-        # Lifecycle (guarddb.lifecycle): what and when it opened, its limits,
+        # Lifecycle (guarddb.core.lifecycle): what and when it opened, its limits,
         # its owner thread, and why guarddb closed it, once it has.
         self.server_thread_id = 0
         self.host = ""
@@ -410,7 +232,7 @@ class ConnectionGuard:
         """The connection was closed by guarddb: reconnect (on_idle="reconnect") or say so."""
         conn = self.connection() if self.connection is not None else None
         if self.on_idle != "reconnect" or conn is None:
-            raise IdleClosedError(
+            raise self.errors.IdleClosedError(
                 CR_SERVER_GONE_ERROR,
                 f"guarddb: {self._opened()} was closed by guarddb: {self.closed_reason}. "
                 f"Open a new connection (pools replace it on this error), or pass "
@@ -456,7 +278,7 @@ class ConnectionGuard:
             lost = "a transaction was open (statements since the last commit or rollback)"
         if lost is not None:
             raise self.violation(
-                ForkedConnectionError(
+                self.errors.ForkedConnectionError(
                     CR_SERVER_GONE_ERROR,
                     f"guarddb: process {os.getpid()} cannot reconnect {self._opened()} by process "
                     f"{self.pid}, inherited across fork() (on_fork='reconnect'): {lost} at fork, "
@@ -469,7 +291,7 @@ class ConnectionGuard:
         lib.guard_rearm(self.slot)
         self.pid = os.getpid()
         self.inside = 0
-        self.pending = self.pending_result = None
+        self.pending = self.pending_drain = None
         self.pending_holder = 0
         self.dirty = self.began = False
         self._forget_holders()
@@ -537,38 +359,39 @@ class ConnectionGuard:
 
     # -- unbuffered results ----------------------------------------------------------------
 
-    def pin_result(self, cursor: BaseCursor, result: Any) -> None:
+    def pin_result(self, cursor: Any, drain: Callable[[], Any]) -> None:
         """Hold the slot (one more enter) while ``cursor``'s unbuffered rows are unread.
 
-        Called inside the execute that produced ``result``, so the nested enter
-        cannot fail.
+        ``drain()`` reads and drops the rest of the rows (the driver's own
+        discard).  Called inside the execute that produced the result, so the
+        nested enter cannot fail.
         """
         _enter(self.slot, 0)
         self.pending = weakref.ref(cursor, self._cursor_dropped)
-        self.pending_result = result
+        self.pending_drain = drain
         self.pending_holder = get_ident()
         self.pending_site = caller_site()
 
     def unpin_result(self) -> None:
         """The unbuffered rows were read out or discarded: let other statements in."""
         holder = self.pending_holder
-        self.pending = self.pending_result = None
+        self.pending = self.pending_drain = None
         self.pending_holder = 0
         if self.slot is not None:
             lib.guard_release(self.slot, holder)
 
     def _cursor_dropped(self, _ref: object) -> None:
-        # The cursor went away with rows unread: mysqlclient drains them when
-        # the result is freed.  Drain here, while the slot is still held, so
-        # that no other statement can run into the drain.
-        result, self.pending_result = self.pending_result, None
+        # The cursor went away with rows unread: the driver would drain them
+        # when the result is freed.  Drain here, while the slot is still held,
+        # so that no other statement can run into the drain.
+        drain, self.pending_drain = self.pending_drain, None
         try:
-            if result is not None and self.slot is not None and not self.forked():
-                result.discard()
+            if drain is not None and self.slot is not None and not self.forked():
+                drain()
         except Exception:
             pass
         finally:
-            del result
+            del drain
             self.unpin_result()
 
     # -- messages --------------------------------------------------------------------------
@@ -593,9 +416,9 @@ class ConnectionGuard:
 
     def _refusal_error(self, rc: int, adopting: bool) -> GuardError:
         me = describe_thread(get_ident())
-        what = "adopt()" if adopting else _operation()
+        what = "adopt()" if adopting else operation()
         if rc == lib.GUARD_FORKED:
-            return ForkedConnectionError(
+            return self.errors.ForkedConnectionError(
                 CR_SERVER_GONE_ERROR,
                 f"guarddb: process {os.getpid()} called {what} on {self._opened()} by process "
                 f"{self.pid}, inherited across fork(). A forked child must open its own "
@@ -606,14 +429,14 @@ class ConnectionGuard:
             return self._pending_error(adopting)
         if rc == lib.GUARD_BUSY:
             holder = describe_thread(int(self.slot.busy))
-            return ConcurrentUseError(
+            return self.errors.ConcurrentUseError(
                 f"guarddb ({self.mode}): {me} called {what} on {self._opened()} while {holder} "
                 f"was inside a call on it. A connection serves one thread at a time: give "
                 f"each thread its own connection (or a pool), or pass guard='mutex' to "
                 f"make threads wait their turn."
             )
         owner = describe_thread(self.owner())
-        return ThreadOwnershipError(
+        return self.errors.ThreadOwnershipError(
             f"guarddb (strict): {me} called {what} on {self._opened()}, which belongs to "
             f"{owner}. In strict mode a connection and its cursors are used by their owner "
             f"thread only: open one connection per thread, or hand it over by calling "
@@ -626,15 +449,15 @@ class ConnectionGuard:
 
     def _foreign_rows_error(self, executor: int) -> GuardError:
         me = describe_thread(get_ident())
-        what = _operation()
+        what = operation()
         if self.flags & lib.GUARD_STRICT:
-            return ThreadOwnershipError(
+            return self.errors.ThreadOwnershipError(
                 f"guarddb (strict): {me} called {what} on a cursor of {self._opened()}, "
                 f"whose rows come from a statement executed by {describe_thread(executor)}. "
                 f"In strict mode a connection and its cursors are used by one thread: give "
                 f"each thread its own connection and cursors."
             )
-        return ConcurrentUseError(
+        return self.errors.ConcurrentUseError(
             f"guarddb ({self.mode}): {me} called {what} on a cursor of {self._opened()}, "
             f"whose rows come from a statement executed by {describe_thread(executor)}: "
             f"that thread's rows, not this one's. A cursor's result belongs to the thread "
@@ -642,11 +465,11 @@ class ConnectionGuard:
             f"guard='mutex' to keep each thread's result its own."
         )
 
-    def _pending_error(self, adopting: bool = False) -> PendingResultError:
+    def _pending_error(self, adopting: bool = False) -> GuardError:
         cursor = self.pending() if self.pending is not None else None
         holder = describe_thread(self.pending_holder)
-        what = "adopt()" if adopting else _operation()
-        return PendingResultError(
+        what = "adopt()" if adopting else operation()
+        return self.errors.PendingResultError(
             f"guarddb: {describe_thread(get_ident())} called {what} on {self._opened()} while "
             f"{type(cursor).__name__} {id(cursor):#x}, executed by {holder} at "
             f"{self.pending_site}, still has unread rows (libmysqlclient would answer "
@@ -685,8 +508,10 @@ class MutexGuard(ConnectionGuard):
 
     __slots__ = ("holds_transactions", "timeout", "txn_holder")
 
-    def __init__(self, mode: str, site: str, timeout: float | None, scope: str) -> None:
-        super().__init__(mode, site)
+    def __init__(
+        self, mode: str, site: str, errors: DriverErrors, timeout: float | None, scope: str
+    ) -> None:
+        super().__init__(mode, site, errors)
         self.flags = lib.GUARD_TIMED  # note when each holder got in (for messages, stats)
         self.timeout = timeout
         self.holds_transactions = scope == "transaction"  # type: ignore[misc]
@@ -738,10 +563,10 @@ class MutexGuard(ConnectionGuard):
             self.unpin_result()
         lib.guard_release(self.slot, holder)
 
-    def _timeout_error(self) -> LockTimeoutError:
+    def _timeout_error(self) -> GuardError:
         stats = self.stats()
         held = stats["held_for"]
-        return LockTimeoutError(
+        return self.errors.LockTimeoutError(
             f"guarddb (mutex): {describe_thread(get_ident())} waited {self.timeout:g}s for "
             f"{self._opened()}, held by {stats['holder'] or 'nobody any more'}"
             f"{f' for {held:.3f}s' if held is not None else ''}, running {self.statement!r}. "
@@ -768,8 +593,8 @@ class UncheckedGuard(ConnectionGuard):
 
     __slots__ = ()
 
-    def __init__(self, mode: str, site: str) -> None:
-        super().__init__(mode, site)
+    def __init__(self, mode: str, site: str, errors: DriverErrors) -> None:
+        super().__init__(mode, site, errors)
         self.flags = -1  # statements skip the C guard altogether
 
     def enter(self, user: Any = None) -> None:
@@ -783,16 +608,19 @@ class UncheckedGuard(ConnectionGuard):
         """Nothing was entered."""
 
 
-def make_guard(chosen: dict[str, Any], site: str) -> ConnectionGuard:
-    """The guard of a new connection with these ``settings()``, opened at ``site``."""
+def make_guard(chosen: dict[str, Any], site: str, errors: DriverErrors) -> ConnectionGuard:
+    """The guard of a new connection with these ``settings()``, opened at ``site``.
+
+    ``errors``: the driver's error classes (its errors module).
+    """
     mode = chosen["guard"]
     guard: ConnectionGuard
     if mode == "mutex":
-        guard = MutexGuard(mode, site, chosen["mutex_timeout"], chosen["mutex_scope"])
+        guard = MutexGuard(mode, site, errors, chosen["mutex_timeout"], chosen["mutex_scope"])
     elif mode == "off":
-        guard = UncheckedGuard(mode, site)
+        guard = UncheckedGuard(mode, site, errors)
     else:
-        guard = ConnectionGuard(mode, site)
+        guard = ConnectionGuard(mode, site, errors)
     guard.on_fork = chosen["on_fork"]
     guard.max_idle = chosen["max_idle"]
     guard.on_idle = chosen["on_idle"]

@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from itertools import count
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from MySQLdb import MySQLError, _mysql
-
 from . import guard as _guard_module
 from . import violations
-from .guard import get_ident, lib
+from .guard import lib
+from .identity import get_ident
 
 if TYPE_CHECKING:
-    from .connections import Connection
+    from .guard import GuardedConnection as Connection
 
 _log = logging.getLogger("guarddb")
 
@@ -316,15 +315,8 @@ def _close(
             return False
         elif max_idle is not None and _idle_seconds_held(slot) < max_idle:
             return False  # used since it was looked at
-        fd = conn.fileno()
-        guard.forget_socket()  # before the close: the number will be reused
-        try:
-            _mysql.connection.close(conn)  # COM_QUIT: the server frees the session
-        except MySQLError:
-            # mysqlclient 2.3's own lock, taken by an unguarded client-side call
-            # (thread_id(), ...) in another thread: not closed, look again later.
-            guard.watch_socket(fd)
-            return False
+        if not conn._close_for_guarddb():  # COM_QUIT: the server frees the session
+            return False  # the driver said not now (mysqlclient 2.3's own lock): look again later
         guard.closed_reason = reason
         # Marked only now: until the slot is let go, a call waits for it (as
         # for any call in progress) rather than seeing it closed half-way.
@@ -338,15 +330,15 @@ def _close(
 def _finish_for_dead_owner(conn: Connection) -> None:
     """An orphan's unread rows are drained and its open transaction rolled back."""
     guard = conn._guard
-    result = guard.pending_result
-    if result is not None:
-        guard.pending = guard.pending_result = None
+    drain = guard.pending_drain
+    if drain is not None:
+        guard.pending = guard.pending_drain = None
         guard.pending_holder = 0
-        with contextlib.suppress(MySQLError):
-            result.discard()
+        with contextlib.suppress(Exception):  # a broken session: closing is all that is left
+            drain()
     if guard.in_transaction() or guard.holds_transactions:
-        with contextlib.suppress(MySQLError):
-            _mysql.connection.rollback(conn)
+        with contextlib.suppress(Exception):
+            conn._rollback_for_guarddb()
         guard.dirty = guard.began = False
         if guard.holds_transactions:
             guard.txn_holder = 0

@@ -24,7 +24,8 @@ from typing import Any, Callable
 _log = logging.getLogger("guarddb")
 _hooks: list[Callable[[Violation], Any]] = []
 _quiet = threading.local()
-_OWN_DIR = os.path.dirname(__file__) + os.sep
+# guarddb's own frames (the whole package) are left out of a violation's stack.
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A message broker for Celery: find one that runs, or start a private Redis.
 
-Used by the demo's Celery scenario (:mod:`guarddb._scenarios`) and by the
+Used by the demo's Celery scenario (:mod:`guarddb.tools.demo`) and by the
 Celery tests (``tests/broker.py`` re-exports it).  The order of preference:
 
 1. ``GUARDDB_TEST_BROKER`` (any Celery broker URL) when set;

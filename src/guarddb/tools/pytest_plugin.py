@@ -56,8 +56,8 @@ import pytest
 
 import guarddb
 from guarddb import Violation
-from guarddb._runner import ChildSpool, group
-from guarddb.guard import ENV_MODE, check_mode
+from guarddb.core.settings import ENV_MODE, check_mode
+from guarddb.tools.runner import ChildSpool, group
 
 _FIXTURE = "guarddb_violations"
 _PHASES = {"setup": "the setup of this test", "call": "this test", "teardown": "its teardown"}

@@ -51,8 +51,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from . import lifecycle
-from .violations import Violation, on_violation, remove_violation_hook
+from guarddb import Violation, on_violation, remove_violation_hook
+from guarddb.core import lifecycle
 
 #: The exit status with ``--fail-on-violation`` when there was at least one violation.
 VIOLATION_EXIT_CODE = 3

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import weakref
 from typing import Any, Callable
 
 import MySQLdb.connections as _mysqldb_connections
-from MySQLdb import ProgrammingError, _mysql
+from MySQLdb import MySQLError, ProgrammingError, _mysql
 
-from . import cursors, lifecycle
-from .guard import ANY_USER, ConnectionGuard, caller_site, get_ident, make_guard, settings
+from ...core import lifecycle
+from ...core.guard import ANY_USER, ConnectionGuard, make_guard
+from ...core.identity import get_ident
+from ...core.settings import settings
+from ...core.sites import add_library_dir, caller_site
+from . import cursors, errors
 
 _Base = _mysqldb_connections.Connection
+# mysqlclient's own frames are not the application's: a call's site is found past them.
+add_library_dir(os.path.dirname(_mysqldb_connections.__file__))
 
 # Calls that talk to the server, or change what the next read of the socket
 # means.  Calls that only read the client's own state (thread_id(),
@@ -107,6 +114,7 @@ class Connection(_Base):  # type: ignore[misc]
     connection from its first statement to commit or rollback).
     """
 
+    __module__ = "guarddb.connections"  # its public path (pickles, reprs)
     default_cursor = cursors.Cursor
     _guard: ConnectionGuard
 
@@ -131,7 +139,7 @@ class Connection(_Base):  # type: ignore[misc]
             on_idle=on_idle,
             close_orphans=close_orphans,
         )
-        self._guard = make_guard(chosen, caller_site())
+        self._guard = make_guard(chosen, caller_site(), errors)
         self._guard.connection = weakref.ref(self)
         self._guard.host, self._guard.db = _where(args, kwargs)
         # What a fresh session needs to be this one again: the arguments (kept
@@ -335,6 +343,24 @@ class Connection(_Base):  # type: ignore[misc]
             self.autocommit(autocommit)
         self._session_opened()
         lifecycle.reopened(self)
+
+    def _close_for_guarddb(self) -> bool:
+        """COM_QUIT for guarddb's lifecycle thread, which holds the slot; False: not now."""
+        guard = self._guard
+        fd = self.fileno()
+        guard.forget_socket()  # before the close: the number will be reused
+        try:
+            _mysql.connection.close(self)
+        except MySQLError:
+            # mysqlclient 2.3's own lock, taken by an unguarded client-side call
+            # (thread_id(), ...) in another thread: not closed, look again later.
+            guard.watch_socket(fd)
+            return False
+        return True
+
+    def _rollback_for_guarddb(self) -> None:
+        """Roll back for guarddb's lifecycle thread, which holds the slot (past the guard)."""
+        _mysql.connection.rollback(self)
 
     def ping(self, *args: Any) -> Any:
         """Check the connection; ``ping(True)`` may reconnect (a new socket is watched).

@@ -10,6 +10,9 @@ from .harness import installed
 from .references import REFERENCES
 from .workloads import WORKLOADS, Sizes, Workload, describe_workload, target
 
+# -- the report -------------------------------------------------------------------------------
+
+
 #: A control (plain/plain) median further than this from 1 means a noisy machine.
 NOISE_MARGIN = 0.03
 
@@ -27,9 +30,6 @@ def noise_warning(report: dict[str, Any]) -> str | None:
         f"{report.get('load_average_end', float('nan')):.2f} at the end); ratios within "
         f"that of 1 mean nothing. Run the bench again on a quiet machine."
     )
-
-
-# -- the report -------------------------------------------------------------------------------
 
 
 def _ratio(value: float) -> str:

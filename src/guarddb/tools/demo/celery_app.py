@@ -1,11 +1,12 @@
 """The Celery app of the demo's ``celery_prefork`` scenario: a connection opened at import.
 
-Run by :mod:`guarddb._demo_bodies` as ``celery -A guarddb._demo_celery worker
---pool=prefork --concurrency=2``; never imported otherwise (importing it opens a
-connection).  The seed: the module opens one MySQL connection when the worker's
-main process imports it, before the pool forks its children, so every child
-inherits it.  Each task inserts a row naming itself, makes many round trips on
-the connection and reads its row back.
+Run by :mod:`guarddb.tools.demo.celery_prefork` as ``celery -A
+guarddb.tools.demo.celery_app worker --pool=prefork --concurrency=2``; never
+imported otherwise (importing it opens a connection).  The seed: the module
+opens one MySQL connection when the worker's main process imports it, before
+the pool forks its children, so every child inherits it.  Each task inserts a
+row naming itself, makes many round trips on the connection and reads its row
+back.
 
 The environment variable ``GUARDDB_DEMO_CELERY`` (JSON) says which driver to use
 (``plain`` mysqlclient or ``guarddb``), guarddb's connect keywords (``on_fork``),
@@ -27,8 +28,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from ._demo_bodies import CELERY_ENV as ENV_CONFIG
-from ._demo_bodies import CELERY_TASK_NAME as TASK_NAME
+from .celery_prefork import CELERY_ENV as ENV_CONFIG
+from .celery_prefork import CELERY_TASK_NAME as TASK_NAME
 
 CONFIG: dict[str, Any] = json.loads(os.environ[ENV_CONFIG])
 STATE_DIR: str = CONFIG["state_dir"]

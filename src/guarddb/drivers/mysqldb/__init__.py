@@ -1,0 +1,1 @@
+"""mysqlclient's guarded Connection and cursors (public as guarddb.connections, guarddb.cursors)."""
