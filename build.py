@@ -56,11 +56,12 @@ def _marked_parts(header: pathlib.Path) -> list[str]:
 PREAMBLE = """
 #include "guard.h"
 
-static int guard_enter_wait_without_gil(guard_slot *slot, int flags, int64_t timeout_ns)
+static int guard_enter_wait_without_gil(guard_slot *slot, int flags, int64_t timeout_ns,
+                                        uintptr_t me)
 {
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = guard_enter_wait(slot, flags, timeout_ns);
+    rc = guard_enter_wait(slot, flags, timeout_ns, me);
     Py_END_ALLOW_THREADS
     return rc;
 }
@@ -76,7 +77,8 @@ CDEF = (
     _constants
     + SLOT_FIELDS
     + _functions
-    + "int guard_enter_wait_without_gil(guard_slot *slot, int flags, int64_t timeout_ns);\n"
+    + "int guard_enter_wait_without_gil(guard_slot *slot, int flags, int64_t timeout_ns,"
+    + " uintptr_t me);\n"
 )
 
 ffibuilder = FFI()

@@ -70,18 +70,21 @@ static void futex_wake_one(uint32_t *word)
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* The thread inside leaves for good: let the next one in, waking a waiter. */
-static void let_go(guard_slot *slot)
+/* The one inside leaves for good: let the next one in, waking a waiter.
+   Returns 1 if anyone waits (greenlets among them are woken in Python). */
+static int let_go(guard_slot *slot)
 {
     slot->last_used_ns = guard_coarse_ns();
     __atomic_store_n(&slot->busy, 0, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&slot->waiters, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&slot->wake_seq, 1, __ATOMIC_SEQ_CST);
         futex_wake_one(&slot->wake_seq);
+        return 1;
     }
+    return 0;
 }
 
-/* The calling thread got in: depth 1, the owner (unless kept), counted. */
+/* `me` got in: depth 1, the owner (unless kept), counted. */
 static void got_in(guard_slot *slot, uintptr_t me, int flags)
 {
     STORE(&slot->depth, 1);
@@ -108,7 +111,9 @@ static void in_forked_child(void)
             guard_slot *slot = &chunk[i];
             if (!LOAD(&slot->live))
                 continue;
-            /* Threads other than the forking one do not exist here. */
+            /* Threads other than the forking one do not exist here (a greenlet
+               inside is let go too: every use of the slot is refused here
+               anyway, and a reconnect rearms it). */
             if (LOAD(&slot->busy) != me) {
                 STORE(&slot->depth, 0);
                 STORE(&slot->busy, 0);
@@ -171,7 +176,7 @@ static int add_chunk(int seen_count)
     return ok;
 }
 
-guard_slot *guard_slot_new(void)
+guard_slot *guard_slot_new(uintptr_t owner)
 {
     pthread_once(&atfork_once, install_atfork);
     for (;;) {
@@ -181,7 +186,8 @@ guard_slot *guard_slot_new(void)
             STORE(&slot->depth, 0);
             STORE(&slot->fd, -1);
             STORE(&slot->busy, 0);
-            STORE(&slot->owner, self_id());
+            STORE(&slot->owner, owner);
+            STORE(&slot->waiters, 0);
             STORE(&slot->generation, LOAD(&generation));
             slot->calls = slot->waits = slot->wait_ns_total = slot->wait_ns_max = 0;
             slot->held_since_ns = 0;
@@ -216,9 +222,8 @@ void guard_set_fd(guard_slot *slot, int fd)
     STORE(&slot->fd, fd);
 }
 
-int guard_enter(guard_slot *slot, int flags)
+int guard_enter(guard_slot *slot, int flags, uintptr_t me)
 {
-    uintptr_t me = self_id();
     uintptr_t expected = 0;
 
     if (LOAD(&slot->generation) != LOAD(&generation)) {
@@ -243,10 +248,9 @@ int guard_enter(guard_slot *slot, int flags)
     return GUARD_BUSY;
 }
 
-int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns)
+int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me)
 {
-    uintptr_t me = self_id();
-    int rc = guard_enter(slot, flags | GUARD_TIMED);
+    int rc = guard_enter(slot, flags | GUARD_TIMED, me);
     if (rc != GUARD_BUSY)
         return rc;
     uint64_t start = guard_now_ns();
@@ -266,10 +270,7 @@ int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns)
             uint64_t now = guard_now_ns(), waited = now - start;
             got_in(slot, me, flags);
             slot->held_since_ns = now;
-            slot->waits++;
-            slot->wait_ns_total += waited;
-            if (waited > slot->wait_ns_max)
-                slot->wait_ns_max = waited;
+            guard_count_wait(slot, waited);
             return GUARD_OK;
         }
         uint64_t now = guard_now_ns();
@@ -281,33 +282,50 @@ int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns)
     }
 }
 
-void guard_release(guard_slot *slot, uintptr_t holder)
+int guard_leave(guard_slot *slot)
 {
-    if (holder == 0 || LOAD(&slot->busy) != holder)
-        return; /* not held by it (reset in a forked child): leave it be */
+    /* Only the one inside calls it (its enter said GUARD_OK): no identity to check. */
     if (__atomic_sub_fetch(&slot->depth, 1, __ATOMIC_ACQ_REL) == 0)
-        let_go(slot);
+        return let_go(slot);
+    return 0;
 }
 
-void guard_leave(guard_slot *slot) { guard_release(slot, self_id()); }
+int guard_release(guard_slot *slot, uintptr_t holder)
+{
+    if (holder == 0 || LOAD(&slot->busy) != holder)
+        return 0; /* not held by it (reset in a forked child): leave it be */
+    return guard_leave(slot);
+}
+
+void guard_wait_begin(guard_slot *slot) { __atomic_add_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST); }
+
+void guard_wait_end(guard_slot *slot) { __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST); }
+
+void guard_count_wait(guard_slot *slot, uint64_t waited_ns)
+{
+    slot->waits++;
+    slot->wait_ns_total += waited_ns;
+    if (waited_ns > slot->wait_ns_max)
+        slot->wait_ns_max = waited_ns;
+}
 
 int guard_state(guard_slot *slot) { return slot_state(slot); }
 
-int guard_claim(guard_slot *slot, int allow_closed)
+int guard_claim(guard_slot *slot, int allow_closed, uintptr_t me)
 {
     uintptr_t expected = 0;
     int state = slot_state(slot);
     if (state == GUARD_FORKED || (state == GUARD_CLOSED && !allow_closed))
         return state;
-    if (!CAS(&slot->busy, &expected, self_id()))
+    if (!CAS(&slot->busy, &expected, me))
         return GUARD_BUSY;
     STORE(&slot->depth, 1);
     return GUARD_OK;
 }
 
-int guard_steal(guard_slot *slot, uintptr_t holder)
+int guard_steal(guard_slot *slot, uintptr_t holder, uintptr_t me)
 {
-    if (holder == 0 || !CAS(&slot->busy, &holder, self_id()))
+    if (holder == 0 || !CAS(&slot->busy, &holder, me))
         return GUARD_BUSY;
     STORE(&slot->depth, 1);
     return GUARD_OK;
@@ -321,20 +339,19 @@ void guard_mark_open(guard_slot *slot)
         STORE(&slot->generation, LOAD(&generation));
 }
 
-void guard_rearm(guard_slot *slot)
+void guard_rearm(guard_slot *slot, uintptr_t me)
 {
     STORE(&slot->fd, -1);
     STORE(&slot->depth, 0);
     STORE(&slot->busy, 0);
     STORE(&slot->waiters, 0);
-    STORE(&slot->owner, self_id());
+    STORE(&slot->owner, me);
     slot->held_since_ns = 0;
     STORE(&slot->generation, LOAD(&generation));
 }
 
-int guard_adopt(guard_slot *slot)
+int guard_adopt(guard_slot *slot, uintptr_t me)
 {
-    uintptr_t me = self_id();
     uintptr_t expected = 0;
 
     if (slot_state(slot) == GUARD_FORKED)

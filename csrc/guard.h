@@ -29,11 +29,12 @@
 /* cffi:end */
 
 typedef struct guard_slot {
-    /* Thread inside a call (pthread_self(), which is threading.get_ident()), 0 for none. */
+    /* Who is inside a call, 0 for none: the caller's identity as Python hands
+       it in (an OS thread's threading.get_ident(), or a greenlet's number). */
     uintptr_t busy;
-    /* The owner thread: creator or adopter (strict), last user (exclusive). */
+    /* The owner: creator or adopter (strict), last user (exclusive). */
     uintptr_t owner;
-    /* Nested enters of the busy thread (and held unbuffered results). */
+    /* Nested enters of the one inside (and held unbuffered results). */
     uintptr_t depth;
     /* Fork generation when the slot was taken; a mismatch means "forked". */
     uint64_t generation;
@@ -45,7 +46,8 @@ typedef struct guard_slot {
     /* 1 while a connection holds the slot. */
     int live;
     /* Mutex mode: threads waiting to enter sleep on wake_seq (a futex word),
-       which a leave bumps when anyone waits. */
+       which a leave bumps when anyone waits; greenlets waiting in Python are
+       counted too, so that the leave reports them. */
     uint32_t wake_seq;
     uint32_t waiters;
     /* Counters for guard_stats(), written by the thread inside (calls, since)
@@ -62,8 +64,8 @@ typedef struct guard_slot {
 
 /* cffi:begin */
 
-/* A free slot, owned by the calling thread; NULL if out of memory. */
-guard_slot *guard_slot_new(void);
+/* A free slot, owned by `owner`; NULL if out of memory. */
+guard_slot *guard_slot_new(uintptr_t owner);
 /* Give the slot back: its connection is gone. */
 void guard_slot_free(guard_slot *slot);
 /* Record the socket to neuter in a forked child; -1 forgets it. */
@@ -72,16 +74,16 @@ void guard_set_fd(guard_slot *slot, int fd);
    child of the process that took it, GUARD_CLOSED once guarddb closed it. */
 int guard_state(guard_slot *slot);
 /* In a forked child: make an inherited slot this process's own, free, owned
-   by the calling thread, with no socket (its connection opens a new session). */
-void guard_rearm(guard_slot *slot);
+   by `me`, with no socket (its connection opens a new session). */
+void guard_rearm(guard_slot *slot, uintptr_t me);
 
 /* Take the slot for guarddb's own work on a connection (the reaper, a
    reconnect): like an enter, but the owner and the call count stay as they
    were.  GUARD_OK, GUARD_BUSY, GUARD_FORKED, or GUARD_CLOSED unless
    allow_closed. */
-int guard_claim(guard_slot *slot, int allow_closed);
+int guard_claim(guard_slot *slot, int allow_closed, uintptr_t me);
 /* Take the slot from `holder`, a thread that ended while holding it. */
-int guard_steal(guard_slot *slot, uintptr_t holder);
+int guard_steal(guard_slot *slot, uintptr_t holder, uintptr_t me);
 /* Held by the caller: from now on every enter gets GUARD_CLOSED. */
 void guard_mark_closed(guard_slot *slot);
 /* The connection has a session again (reconnected, or closed by its user). */
@@ -89,19 +91,27 @@ void guard_mark_open(guard_slot *slot);
 /* CLOCK_MONOTONIC_COARSE in nanoseconds (the clock of last_used_ns). */
 uint64_t guard_coarse_ns(void);
 
-/* Enter the connection: GUARD_OK (nested enters of one thread count), or why not. */
-int guard_enter(guard_slot *slot, int flags);
-/* Leave it (the last of nested enters lets other threads in). */
-void guard_leave(guard_slot *slot);
+/* `me` enters the connection: GUARD_OK (nested enters count), or why not. */
+int guard_enter(guard_slot *slot, int flags, uintptr_t me);
+/* The one inside leaves (the last of nested enters lets others in).  Returns 1
+   if that let the slot go while someone waited (greenlets waiting in Python
+   are woken by the caller), else 0. */
+int guard_leave(guard_slot *slot);
 /* Leave on behalf of `holder`, from any thread (an unread result dropped by the
-   garbage collector in another thread). */
-void guard_release(guard_slot *slot, uintptr_t holder);
-/* Make the calling thread the owner; GUARD_BUSY while another thread is inside. */
-int guard_adopt(guard_slot *slot);
+   garbage collector in another thread); nothing if `holder` is not inside.
+   Returns what guard_leave() does. */
+int guard_release(guard_slot *slot, uintptr_t holder);
+/* Make `me` the owner; GUARD_BUSY while another is inside. */
+int guard_adopt(guard_slot *slot, uintptr_t me);
+/* A greenlet starts or stops waiting to enter (in Python, yielding to its hub). */
+void guard_wait_begin(guard_slot *slot);
+void guard_wait_end(guard_slot *slot);
+/* A greenlet got in after waiting `waited_ns` (counted as guard_enter_wait counts). */
+void guard_count_wait(guard_slot *slot, uint64_t waited_ns);
 /* No thread owns the slot until the next adopt (a pool took the connection back). */
 void guard_disown(guard_slot *slot);
 
-/* The calling thread's id, as threading.get_ident() gives it. */
+/* The calling OS thread's id (pthread_self(), as an unpatched threading.get_ident()). */
 uintptr_t guard_thread_id(void);
 /* CLOCK_MONOTONIC in nanoseconds (the clock of held_since_ns). */
 uint64_t guard_now_ns(void);
@@ -114,8 +124,9 @@ long guard_live_slots(void);
    a call that finds guarddb's lifecycle thread inside).  flags: GUARD_KEEP_OWNER
    or 0 (the owner check was made by the guard_enter() that said busy).
    GUARD_OK, GUARD_BUSY if still not in (the caller waits again, or gives up),
-   GUARD_FORKED or GUARD_CLOSED.  It blocks: Python calls it through build.py's
+   GUARD_FORKED or GUARD_CLOSED.  It blocks the OS thread (greenlets wait in
+   Python instead): Python calls it through build.py's
    wrapper, which releases the GIL around it. */
-int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns);
+int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me);
 
 #endif

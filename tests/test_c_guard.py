@@ -15,32 +15,36 @@ from guarddb.core.guard import live_slots
 from .helpers import in_forked_child
 
 
+def _me() -> int:
+    return threading.get_ident()
+
+
 @pytest.fixture
 def slot():
-    taken = lib.guard_slot_new()
+    taken = lib.guard_slot_new(_me())
     assert taken != ffi.NULL
     yield taken
     lib.guard_slot_free(taken)
 
 
 def test_slot_belongs_to_its_creator(slot):
-    assert slot.owner == threading.get_ident() == lib.guard_thread_id()
+    assert slot.owner == _me() == lib.guard_thread_id()
     assert slot.busy == 0
 
 
 def test_nested_enters_hold_until_the_last_leave(slot):
-    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
-    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
+    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
     lib.guard_leave(slot)
-    assert slot.busy == threading.get_ident()
+    assert slot.busy == _me()
     lib.guard_leave(slot)
     assert slot.busy == 0
 
 
 def test_another_thread_is_busy_out_while_one_is_inside(slot):
-    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
     seen = []
-    thread = threading.Thread(target=lambda: seen.append(lib.guard_enter(slot, 0)))
+    thread = threading.Thread(target=lambda: seen.append(lib.guard_enter(slot, 0, _me())))
     thread.start()
     thread.join()
     assert seen == [lib.GUARD_BUSY]
@@ -51,21 +55,36 @@ def test_strict_flag_refuses_a_non_owner_even_when_free(slot):
     seen = []
 
     def other():
-        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT))
-        seen.append(lib.guard_adopt(slot))
-        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT))
+        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT, _me()))
+        seen.append(lib.guard_adopt(slot, _me()))
+        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT, _me()))
         lib.guard_leave(slot)
 
     thread = threading.Thread(target=other)
     thread.start()
     thread.join()
     assert seen == [lib.GUARD_NOT_OWNER, lib.GUARD_OK, lib.GUARD_OK]
-    assert lib.guard_enter(slot, lib.GUARD_STRICT) == lib.GUARD_NOT_OWNER
+    assert lib.guard_enter(slot, lib.GUARD_STRICT, _me()) == lib.GUARD_NOT_OWNER
+
+
+def test_identities_come_from_python_not_the_os_thread(slot):
+    # Two greenlets of one OS thread are two callers: the guard compares what it is handed.
+    first, second = 1, 2
+    assert lib.guard_enter(slot, 0, first) == lib.GUARD_OK
+    assert lib.guard_enter(slot, 0, second) == lib.GUARD_BUSY
+    assert lib.guard_adopt(slot, second) == lib.GUARD_BUSY
+    assert lib.guard_leave(slot) == 0  # nobody was waiting
+    assert lib.guard_adopt(slot, second) == lib.GUARD_OK
+    assert lib.guard_enter(slot, lib.GUARD_STRICT, first) == lib.GUARD_NOT_OWNER
+    assert lib.guard_enter(slot, lib.GUARD_STRICT, second) == lib.GUARD_OK
+    lib.guard_wait_begin(slot)  # a greenlet waits: the leave says so
+    assert lib.guard_leave(slot) == 1
+    lib.guard_wait_end(slot)
 
 
 def test_release_on_behalf_of_the_holder_from_another_thread(slot):
-    lib.guard_enter(slot, 0)
-    holder = threading.get_ident()
+    lib.guard_enter(slot, 0, _me())
+    holder = _me()
     thread = threading.Thread(target=lambda: lib.guard_release(slot, holder))
     thread.start()
     thread.join()
@@ -74,11 +93,11 @@ def test_release_on_behalf_of_the_holder_from_another_thread(slot):
 
 def test_fork_generation_marks_every_slot_forked(slot):
     assert lib.guard_state(slot) == lib.GUARD_OK
-    assert in_forked_child(lambda: [lib.guard_state(slot), lib.guard_enter(slot, 0)]) == [
+    assert in_forked_child(lambda: [lib.guard_state(slot), lib.guard_enter(slot, 0, _me())]) == [
         lib.GUARD_FORKED,
         lib.GUARD_FORKED,
     ]
-    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
     lib.guard_leave(slot)
 
 
@@ -86,7 +105,7 @@ def test_slot_busy_in_a_vanished_thread_is_free_in_the_child(slot):
     entered, done = threading.Event(), threading.Event()
 
     def hold():
-        lib.guard_enter(slot, 0)
+        lib.guard_enter(slot, 0, _me())
         entered.set()
         done.wait(30)
         lib.guard_leave(slot)
@@ -145,7 +164,7 @@ def test_forgotten_socket_is_left_alone(slot):
 
 def test_slots_are_reused_and_grow_past_a_chunk():
     before = live_slots()
-    taken = [lib.guard_slot_new() for _ in range(3000)]
+    taken = [lib.guard_slot_new(_me()) for _ in range(3000)]
     assert live_slots() == before + 3000
     assert len({int(ffi.cast("uintptr_t", s)) for s in taken}) == 3000
     for s in taken:

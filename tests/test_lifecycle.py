@@ -519,7 +519,7 @@ def test_closing_while_the_reaper_closes_it_waits_and_neither_raises_nor_reconne
     claimed, finish = threading.Event(), threading.Event()
 
     def reaper() -> None:
-        assert lib.guard_claim(slot, 0) == lib.GUARD_OK
+        assert lib.guard_claim(slot, 0, threading.get_ident()) == lib.GUARD_OK
         claimed.set()
         finish.wait(30)
         conn._guard.closed_reason = "idle for a test"

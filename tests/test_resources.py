@@ -186,7 +186,7 @@ def test_a_million_slot_cycles_leak_no_slot():
     rss_before = _rss()
     new, free, null = lib.guard_slot_new, lib.guard_slot_free, ffi.NULL
     for _ in range(MILLION):
-        slot = new()
+        slot = new(1)
         if slot == null:
             pytest.fail(f"guard_slot_new() gave NULL with {live_slots()} slots live")
         free(slot)
@@ -195,7 +195,7 @@ def test_a_million_slot_cycles_leak_no_slot():
     leaked_size = MILLION * ffi.sizeof("guard_slot")
     assert _rss() - rss_before < leaked_size // 8
 
-    held = [new() for _ in range(5_000)]  # several chunks' worth at once
+    held = [new(1) for _ in range(5_000)]  # several chunks' worth at once
     assert live_slots() == baseline + len(held)
     for slot in held:
         free(slot)

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import weakref
 from typing import Any, Callable, Protocol
 
 from .._guard import ffi, lib
-from . import violations
+from . import identity, violations
 from .errors import CR_SERVER_GONE_ERROR, DriverErrors, GuardError
 from .identity import describe as describe_thread
-from .identity import get_ident
 from .sites import caller_site, operation
 
 _log = logging.getLogger("guarddb")
@@ -31,7 +29,7 @@ _log = logging.getLogger("guarddb")
 epoch = 0
 
 
-#: Thread id of guarddb's lifecycle thread (the reaper), 0 while none runs:
+#: Identity of guarddb's lifecycle thread (the reaper), 0 while none runs:
 #: a call that finds it inside a connection waits for it instead of failing.
 service_ident = 0
 
@@ -47,6 +45,12 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _enter = lib.guard_enter
 _enter_wait = lib.guard_enter_wait_without_gil
 _leave = lib.guard_leave
+
+#: How long one wait in C lasts before Python gets a chance to run signal handlers.
+_WAIT_SLICE = 0.1
+#: How long a waiting greenlet sleeps at most before it looks again (a leave in
+#: another OS thread may not wake it).
+_GREEN_SLICE = 0.05
 
 #: Passed to enter() by calls that may run while an unbuffered result is
 #: unread (closing the connection).
@@ -102,6 +106,7 @@ class ConnectionGuard:
         "dirty",
         "errors",
         "flags",
+        "green_wake",
         "host",
         "inside",
         "label",
@@ -124,7 +129,8 @@ class ConnectionGuard:
     )
 
     def __init__(self, mode: str, site: str, errors: DriverErrors) -> None:
-        slot = lib.guard_slot_new()
+        identity.refresh()  # gevent may have patched threading since: who owns it?
+        slot = lib.guard_slot_new(identity.get_ident())
         if slot == ffi.NULL:
             raise MemoryError("guarddb: no memory for a guard slot")
         self.slot = slot
@@ -140,6 +146,8 @@ class ConnectionGuard:
         self.pending_drain: Callable[[], Any] | None = None
         self.pending_holder = 0
         self.pending_site = ""
+        #: A gevent Event that wakes greenlets waiting to enter (made by the first one).
+        self.green_wake: Any = None
         #: Thread inside a cursor statement (its nested connection calls skip the guard).
         self.inside = 0
         #: The statement last sent (for messages).
@@ -175,7 +183,7 @@ class ConnectionGuard:
         Raises the mode's GuardError instead of letting the call reach
         libmysqlclient.  Every successful enter is matched by one leave().
         """
-        rc = _enter(self.slot, self.flags)
+        rc = _enter(self.slot, self.flags, identity.get_ident())
         if rc:
             self.refused(rc)
         if self.pending is not None:
@@ -189,7 +197,7 @@ class ConnectionGuard:
         or reported just to be closed.
         """
         flags = (self.flags & ~lib.GUARD_STRICT) | lib.GUARD_KEEP_OWNER
-        rc = _enter(self.slot, flags)
+        rc = _enter(self.slot, flags, identity.get_ident())
         if rc == lib.GUARD_BUSY and service_ident and int(self.slot.busy) == service_ident:
             rc = self._wait_for_service(lib.GUARD_KEEP_OWNER)
         if rc == lib.GUARD_CLOSED:
@@ -225,8 +233,53 @@ class ConnectionGuard:
         """guarddb's lifecycle thread is inside for a moment (closing an idle connection)."""
         rc = lib.GUARD_BUSY
         while rc == lib.GUARD_BUSY and int(self.slot.busy) in (service_ident, 0):
-            rc = _enter_wait(self.slot, flags, int(_WAIT_SLICE * 1e9))
+            rc = self._wait_turn(flags, _WAIT_SLICE)
         return rc
+
+    def _wait_turn(self, flags: int, seconds: float) -> int:
+        """Wait up to ``seconds`` for the one inside to leave, and enter: the C result.
+
+        A thread sleeps in C (a futex, without the GIL).  A greenlet must not
+        block the OS thread its siblings run on, the one inside among them: it
+        yields to its hub until a leave wakes it (:meth:`wake`).
+        """
+        me = identity.get_ident()
+        if not identity.greenlets:
+            return int(_enter_wait(self.slot, flags, int(seconds * 1e9), me))
+        return self._green_wait(flags, seconds, me)
+
+    def _green_wait(self, flags: int, seconds: float, me: int) -> int:
+        from gevent.event import Event  # only ever under gevent's patch
+
+        slot = self.slot
+        started = time.monotonic()
+        deadline = started + seconds
+        lib.guard_wait_begin(slot)  # counted, so that the leave says someone waits
+        try:
+            while True:
+                event = self.green_wake
+                if event is None:
+                    event = self.green_wake = Event()
+                event.clear()
+                rc = _enter(slot, flags | lib.GUARD_TIMED, me)
+                if rc != lib.GUARD_BUSY:
+                    if rc == lib.GUARD_OK:
+                        lib.guard_count_wait(slot, int((time.monotonic() - started) * 1e9))
+                    return int(rc)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return int(rc)
+                # A leave in this hub sets the event; one in another OS thread may
+                # not reach it at once: look again after a slice all the same.
+                event.wait(min(remaining, _GREEN_SLICE))
+        finally:
+            lib.guard_wait_end(slot)
+
+    def wake(self) -> None:
+        """A leave let the slot go while someone waited: wake the greenlets among them."""
+        event = self.green_wake
+        if event is not None:
+            event.set()
 
     def _closed_by_guarddb(self) -> None:
         """The connection was closed by guarddb: reconnect (on_idle="reconnect") or say so."""
@@ -238,7 +291,8 @@ class ConnectionGuard:
                 f"Open a new connection (pools replace it on this error), or pass "
                 f"on_idle='reconnect' to reconnect on the next call.",
             )
-        rc = lib.guard_claim(self.slot, 1)
+        me = identity.get_ident()
+        rc = lib.guard_claim(self.slot, 1, me)
         if rc:  # another thread got in first (mutex mode): it reconnects, this one waits its turn
             self.refused(rc)
             return
@@ -252,8 +306,9 @@ class ConnectionGuard:
                     raise
                 self.closed_reason = None
         finally:
-            lib.guard_release(self.slot, get_ident())
-        rc = _enter(self.slot, self.flags)
+            if lib.guard_release(self.slot, me):
+                self.wake()
+        rc = _enter(self.slot, self.flags, me)
         if rc:
             self.refused(rc)
 
@@ -288,7 +343,8 @@ class ConnectionGuard:
             )
         # This process's slot from now on: free, owned by this thread, no socket
         # until the new session's is watched.
-        lib.guard_rearm(self.slot)
+        me = identity.get_ident()
+        lib.guard_rearm(self.slot, me)
         self.pid = os.getpid()
         self.inside = 0
         self.pending = self.pending_drain = None
@@ -296,7 +352,7 @@ class ConnectionGuard:
         self.dirty = self.began = False
         self._forget_holders()
         conn._reopen_session()
-        rc = _enter(self.slot, self.flags)
+        rc = _enter(self.slot, self.flags, me)
         if rc:
             raise self.refusal(rc)
 
@@ -306,12 +362,18 @@ class ConnectionGuard:
     def check_pending(self, user: Any) -> None:
         """Just entered: refuse ``user`` if another cursor's unbuffered rows are unread."""
         if user is not ANY_USER and self.pending is not None and self.pending() is not user:
-            _leave(self.slot)
+            self.leave()
             raise self.violation(self._pending_error())
 
     def leave(self) -> None:
         """Leave the connection (after the call, whatever it raised)."""
-        _leave(self.slot)
+        if _leave(self.slot):
+            self.wake()
+
+    def release(self, holder: int) -> None:
+        """Leave on behalf of ``holder`` (from any thread); nothing if it is not inside."""
+        if self.slot is not None and lib.guard_release(self.slot, holder):
+            self.wake()
 
     def free(self) -> None:
         """Give the C slot back; the connection object is going away."""
@@ -351,9 +413,10 @@ class ConnectionGuard:
         """
         if self.forked():
             return
-        if self.pending is not None and self.pending_holder != get_ident():
+        me = identity.get_ident()
+        if self.pending is not None and self.pending_holder != me:
             raise self.violation(self._pending_error(adopting=True))
-        rc = lib.guard_adopt(self.slot)
+        rc = lib.guard_adopt(self.slot, me)
         if rc:
             raise self.refusal(rc, adopting=True)
 
@@ -366,10 +429,11 @@ class ConnectionGuard:
         discard).  Called inside the execute that produced the result, so the
         nested enter cannot fail.
         """
-        _enter(self.slot, 0)
+        me = identity.get_ident()
+        _enter(self.slot, 0, me)
         self.pending = weakref.ref(cursor, self._cursor_dropped)
         self.pending_drain = drain
-        self.pending_holder = get_ident()
+        self.pending_holder = me
         self.pending_site = caller_site()
 
     def unpin_result(self) -> None:
@@ -377,8 +441,7 @@ class ConnectionGuard:
         holder = self.pending_holder
         self.pending = self.pending_drain = None
         self.pending_holder = 0
-        if self.slot is not None:
-            lib.guard_release(self.slot, holder)
+        self.release(holder)
 
     def _cursor_dropped(self, _ref: object) -> None:
         # The cursor went away with rows unread: the driver would drain them
@@ -415,7 +478,7 @@ class ConnectionGuard:
         return self.violation(self._refusal_error(rc, adopting))
 
     def _refusal_error(self, rc: int, adopting: bool) -> GuardError:
-        me = describe_thread(get_ident())
+        me = identity.describe_caller()
         what = "adopt()" if adopting else operation()
         if rc == lib.GUARD_FORKED:
             return self.errors.ForkedConnectionError(
@@ -448,7 +511,7 @@ class ConnectionGuard:
         return self.violation(self._foreign_rows_error(executor))
 
     def _foreign_rows_error(self, executor: int) -> GuardError:
-        me = describe_thread(get_ident())
+        me = identity.describe_caller()
         what = operation()
         if self.flags & lib.GUARD_STRICT:
             return self.errors.ThreadOwnershipError(
@@ -470,7 +533,7 @@ class ConnectionGuard:
         holder = describe_thread(self.pending_holder)
         what = "adopt()" if adopting else operation()
         return self.errors.PendingResultError(
-            f"guarddb: {describe_thread(get_ident())} called {what} on {self._opened()} while "
+            f"guarddb: {identity.describe_caller()} called {what} on {self._opened()} while "
             f"{type(cursor).__name__} {id(cursor):#x}, executed by {holder} at "
             f"{self.pending_site}, still has unread rows (libmysqlclient would answer "
             f"'Commands out of sync'). Read its rows out or close that cursor first."
@@ -490,10 +553,6 @@ class ConnectionGuard:
             "holder": describe_thread(holder) if holder else None,
             "held_for": (lib.guard_now_ns() - since) / 1e9 if holder and since else None,
         }
-
-
-#: How long one wait in C lasts before Python gets a chance to run signal handlers.
-_WAIT_SLICE = 0.1
 
 
 class MutexGuard(ConnectionGuard):
@@ -536,7 +595,7 @@ class MutexGuard(ConnectionGuard):
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     raise self._timeout_error()
-            rc = _enter_wait(self.slot, 0, int(wait * 1e9))
+            rc = self._wait_turn(0, wait)
         if rc:
             super().refused(rc)
 
@@ -544,7 +603,7 @@ class MutexGuard(ConnectionGuard):
         # A thread that ended while holding the connection for its transaction
         # or its unread rows will never let go: do it for it, and say so.
         holder = int(self.slot.busy)
-        if not holder or holder in threading._active:  # type: ignore[attr-defined]
+        if not holder or identity.alive(holder):
             return
         what = None
         if holder == self.txn_holder:
@@ -561,13 +620,13 @@ class MutexGuard(ConnectionGuard):
         )
         if what == "unread rows":
             self.unpin_result()
-        lib.guard_release(self.slot, holder)
+        self.release(holder)
 
     def _timeout_error(self) -> GuardError:
         stats = self.stats()
         held = stats["held_for"]
         return self.errors.LockTimeoutError(
-            f"guarddb (mutex): {describe_thread(get_ident())} waited {self.timeout:g}s for "
+            f"guarddb (mutex): {identity.describe_caller()} waited {self.timeout:g}s for "
             f"{self._opened()}, held by {stats['holder'] or 'nobody any more'}"
             f"{f' for {held:.3f}s' if held is not None else ''}, running {self.statement!r}. "
             f"Raise mutex_timeout, make that statement shorter, or give this thread its "
@@ -576,16 +635,16 @@ class MutexGuard(ConnectionGuard):
 
     def hold_transaction(self, conn: Any) -> None:
         """Inside the guard, after a statement: keep the connection while a transaction is open."""
-        me = get_ident()
+        me = identity.get_ident()
         if self.txn_holder != me and not conn.get_autocommit():
-            _enter(self.slot, 0)  # one level more, left at commit, rollback or close
+            _enter(self.slot, 0, me)  # one level more, left at commit, rollback or close
             self.txn_holder = me
 
     def release_transaction(self) -> None:
         """The transaction ended: let the other threads in."""
         holder, self.txn_holder = self.txn_holder, 0
-        if holder and self.slot is not None:
-            lib.guard_release(self.slot, holder)
+        if holder:
+            self.release(holder)
 
 
 class UncheckedGuard(ConnectionGuard):

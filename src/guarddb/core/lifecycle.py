@@ -26,9 +26,8 @@ from itertools import count
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import guard as _guard_module
-from . import violations
+from . import identity, violations
 from .guard import lib
-from .identity import get_ident
 
 if TYPE_CHECKING:
     from .guard import GuardedConnection as Connection
@@ -118,31 +117,33 @@ class Owner(NamedTuple):
     name: str
 
 
-class _ThreadMark:
-    """Kept in the owner thread's thread-local storage: it goes when the thread ends."""
+class _OwnerMark:
+    """Kept by the owner thread or greenlet (identity.mark()): it goes when its owner ends."""
 
     __slots__ = ("__weakref__", "ident", "name", "token")
 
     def __init__(self, token: int) -> None:
-        thread = threading.current_thread()
         self.token = token
-        self.ident = get_ident()
-        self.name = thread.name
+        self.ident = identity.get_ident()
+        self.name = identity.current_name()
 
 
-_marks = threading.local()
 _tokens = count(1)
 
 
+def _new_mark() -> _OwnerMark:
+    mark = _OwnerMark(next(_tokens))
+    # The callback fires while the ending thread clears its state (or in the
+    # hub, as a greenlet finishes): it only notes the end; the lifecycle
+    # thread judges a little later.
+    ended = weakref.finalize(mark, _owner_ended, mark.token, mark.ident, mark.name)
+    ended.atexit = False  # the main thread's end at exit is not an orphaning
+    return mark
+
+
 def _owner() -> Owner:
-    """The calling thread as an owner (its mark is made on first use)."""
-    mark = getattr(_marks, "mark", None)
-    if mark is None:
-        mark = _marks.mark = _ThreadMark(next(_tokens))
-        # The callback fires while the ending thread clears its state: it only
-        # notes the end; the lifecycle thread judges a little later.
-        ended = weakref.finalize(mark, _owner_ended, mark.token, mark.ident, mark.name)
-        ended.atexit = False  # the main thread's end at exit is not an orphaning
+    """The calling thread or greenlet as an owner (its mark is made on first use)."""
+    mark = identity.mark(_new_mark)
     return Owner(weakref.ref(mark), mark.token, mark.ident, mark.name)
 
 
@@ -233,7 +234,7 @@ _judging = threading.Lock()
 
 
 def _main_thread_ident() -> int | None:
-    return threading.main_thread().ident
+    return identity.main_thread_ident()
 
 
 def _owner_ended(token: int, ident: int, name: str) -> None:
@@ -295,20 +296,20 @@ def _close(
     slot = guard.slot
     if slot is None or guard.mode == "off":  # "off" calls skip the guard: never safe
         return False
-    rc = lib.guard_claim(slot, 0)
+    me = identity.get_ident()
+    rc = lib.guard_claim(slot, 0, me)
     holder = int(slot.busy)
-    if rc == lib.GUARD_BUSY and orphan and holder not in threading._active:  # type: ignore[attr-defined]
+    if rc == lib.GUARD_BUSY and orphan and not identity.alive(holder):
         # The ended owner left it held (unread rows, a mutex transaction): take it over.
-        rc = lib.guard_steal(slot, holder)
+        rc = lib.guard_steal(slot, holder, me)
     if rc:
         return False
-    me = get_ident()
     try:
         if not conn.open:
             return False
         if orphan:
             last_user = int(slot.owner)
-            if guard.mode != "strict" and last_user in threading._active and last_user != me:  # type: ignore[attr-defined]
+            if guard.mode != "strict" and last_user != me and identity.alive(last_user):
                 return False  # another live thread took it over without adopt(): it is used
             _finish_for_dead_owner(conn)
         elif guard.pending is not None or guard.in_transaction():
@@ -324,7 +325,7 @@ def _close(
         _log.info("guarddb: closed %s opened at %s: %s", guard.label, guard.site, reason)
         return True
     finally:
-        lib.guard_release(slot, me)
+        guard.release(me)
 
 
 def _finish_for_dead_owner(conn: Connection) -> None:
@@ -392,7 +393,7 @@ class _Lifecycle:
         self.event.set()
 
     def _run(self) -> None:
-        _guard_module.service_ident = get_ident()
+        _guard_module.service_ident = identity.get_ident()
         while True:
             self.event.clear()
             nap = self.tick()
@@ -412,6 +413,15 @@ class _Lifecycle:
             waits.append(next_orphans - time.monotonic())
         return min(waits) if waits else None
 
+    def after_switch_to_greenlets(self) -> None:
+        """gevent patched threading: a thread started from now on is a greenlet.
+
+        Its nap must yield to the hub, on gevent's Event, never block the OS
+        thread (a thread that runs already keeps its OS thread and its Event).
+        """
+        if self.thread is None:
+            self.event = threading.Event()
+
     def after_fork_in_child(self) -> None:
         global _registry_lock, _judging
         # A lock another parent thread held at fork would stay held here for good.
@@ -424,3 +434,4 @@ class _Lifecycle:
 
 _lifecycle = _Lifecycle()
 os.register_at_fork(after_in_child=_lifecycle.after_fork_in_child)
+identity.on_switch(_lifecycle.after_switch_to_greenlets)

@@ -30,6 +30,7 @@ ENV_ON_FORK = "GUARDDB_ON_FORK"
 ENV_MAX_IDLE = "GUARDDB_MAX_IDLE"
 ENV_ON_IDLE = "GUARDDB_ON_IDLE"
 ENV_CLOSE_ORPHANS = "GUARDDB_CLOSE_ORPHANS"
+ENV_COOPERATIVE = "GUARDDB_COOPERATIVE"
 
 _defaults: dict[str, Any] = {
     "guard": "exclusive",
@@ -39,6 +40,7 @@ _defaults: dict[str, Any] = {
     "max_idle": None,
     "on_idle": "raise",
     "close_orphans": False,
+    "cooperative": False,
 }
 
 
@@ -89,12 +91,15 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
-def _check_flag(flag: object, source: str = "close_orphans") -> bool:
-    if isinstance(flag, bool):
-        return flag
-    if isinstance(flag, str) and flag.strip().lower() in _TRUE + _FALSE:
-        return flag.strip().lower() in _TRUE
-    raise ValueError(f"{source}={flag!r}: give True or False (or 1/0 in the environment)")
+def _check_flag(name: str) -> Any:
+    def check(flag: object, source: str = name) -> bool:
+        if isinstance(flag, bool):
+            return flag
+        if isinstance(flag, str) and flag.strip().lower() in _TRUE + _FALSE:
+            return flag.strip().lower() in _TRUE
+        raise ValueError(f"{source}={flag!r}: give True or False (or 1/0 in the environment)")
+
+    return check
 
 
 _CHECKS = {
@@ -104,7 +109,8 @@ _CHECKS = {
     "on_fork": _check_choice(ON_FORK, "on_fork"),
     "max_idle": _check_max_idle,
     "on_idle": _check_choice(ON_IDLE, "on_idle"),
-    "close_orphans": _check_flag,
+    "close_orphans": _check_flag("close_orphans"),
+    "cooperative": _check_flag("cooperative"),
 }
 
 
@@ -112,7 +118,7 @@ def set_defaults(**guard_keywords: Any) -> None:
     """Set process-wide defaults for guarddb's connect keywords.
 
     ``guard`` (the mode), ``on_fork``, ``mutex_timeout``, ``mutex_scope``,
-    ``max_idle``, ``on_idle`` and ``close_orphans``.  An explicit keyword
+    ``max_idle``, ``on_idle``, ``close_orphans`` and ``cooperative``.  An explicit keyword
     given to ``connect()`` always wins over these.
     """
     unknown = sorted(set(guard_keywords) - set(_defaults))
@@ -152,6 +158,7 @@ def _read_environment() -> None:
         ("max_idle", ENV_MAX_IDLE),
         ("on_idle", ENV_ON_IDLE),
         ("close_orphans", ENV_CLOSE_ORPHANS),
+        ("cooperative", ENV_COOPERATIVE),
     ):
         value = os.environ.get(variable, "").strip()
         if value:

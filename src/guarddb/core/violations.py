@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import identity
+
 _log = logging.getLogger("guarddb")
 _hooks: list[Callable[[Violation], Any]] = []
 _quiet = threading.local()
@@ -42,8 +44,8 @@ class Violation:
     site: str
     #: The guard mode of the connection.
     mode: str
-    #: The violating thread's name, and the process.
-    thread: str = field(default_factory=lambda: threading.current_thread().name)
+    #: The violating thread's (or greenlet's) name, and the process.
+    thread: str = field(default_factory=lambda: identity.current_name())
     pid: int = field(default_factory=os.getpid)
     #: The violating call's stack, outermost frame first, guarddb's own frames left out.
     stack: tuple[str, ...] = ()

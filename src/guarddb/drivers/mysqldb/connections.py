@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import os
 import time
 import weakref
@@ -11,9 +13,9 @@ from typing import Any, Callable
 import MySQLdb.connections as _mysqldb_connections
 from MySQLdb import MySQLError, ProgrammingError, _mysql
 
+from ...core import identity as _identity
 from ...core import lifecycle
 from ...core.guard import ANY_USER, ConnectionGuard, make_guard
-from ...core.identity import get_ident
 from ...core.settings import settings
 from ...core.sites import add_library_dir, caller_site
 from . import cursors, errors
@@ -49,7 +51,7 @@ def _guarded(name: str, sends_sql: bool = False) -> Callable[..., Any]:
 
     def _guarded_call(self: Connection, *args: Any, **kwargs: Any) -> Any:
         guard = self._guard
-        if guard.inside == get_ident():  # part of a cursor's statement, entered already
+        if guard.inside == _identity.get_ident():  # part of a cursor's statement, entered already
             return unguarded(self, *args, **kwargs)
         guard.enter(None)
         if sends_sql:
@@ -68,7 +70,7 @@ def _guarded_no_args(name: str) -> Callable[..., Any]:
 
     def _guarded_call(self: Connection) -> Any:
         guard = self._guard
-        if guard.inside == get_ident():
+        if guard.inside == _identity.get_ident():
             return unguarded(self)
         guard.enter(None)
         try:
@@ -111,7 +113,9 @@ class Connection(_Base):  # type: ignore[misc]
     (close it once the thread that owns it has ended) and, for mutex mode,
     ``mutex_timeout=`` (seconds a call may wait; None: no limit) and
     ``mutex_scope=`` (``"call"``, or ``"transaction"``: a thread keeps the
-    connection from its first statement to commit or rollback).
+    connection from its first statement to commit or rollback), and under
+    gevent ``cooperative=`` (True: a statement waits for the server by
+    yielding to the hub; see :class:`CooperativeQueries`).
     """
 
     __module__ = "guarddb.connections"  # its public path (pickles, reprs)
@@ -128,6 +132,7 @@ class Connection(_Base):  # type: ignore[misc]
         max_idle: float | None = None,
         on_idle: str | None = None,
         close_orphans: bool | None = None,
+        cooperative: bool | None = None,
         **kwargs: Any,
     ) -> None:
         chosen = settings(
@@ -138,7 +143,13 @@ class Connection(_Base):  # type: ignore[misc]
             max_idle=max_idle,
             on_idle=on_idle,
             close_orphans=close_orphans,
+            cooperative=cooperative,
         )
+        if chosen["cooperative"]:
+            # Its own class, so that the statement path of every other connection
+            # pays nothing for it (cursors call a query() of a class's own).
+            self.__class__ = _cooperative_class(type(self))
+            self._read_timeout = kwargs.get("read_timeout")
         self._guard = make_guard(chosen, caller_site(), errors)
         self._guard.connection = weakref.ref(self)
         self._guard.host, self._guard.db = _where(args, kwargs)
@@ -186,6 +197,7 @@ class Connection(_Base):  # type: ignore[misc]
             "max_idle": guard.max_idle,
             "on_idle": guard.on_idle,
             "close_orphans": guard.close_orphans,
+            "cooperative": isinstance(self, CooperativeQueries),
         }
 
     @property
@@ -216,7 +228,7 @@ class Connection(_Base):  # type: ignore[misc]
             if on:  # the server commits what was open
                 guard.dirty = guard.began = False
         finally:
-            if on and guard.holds_transactions and guard.txn_holder == get_ident():
+            if on and guard.holds_transactions and guard.txn_holder == _identity.get_ident():
                 guard.release_transaction()
             guard.leave()
 
@@ -237,7 +249,7 @@ class Connection(_Base):  # type: ignore[misc]
             end(self)
             guard.dirty = guard.began = False
         finally:
-            if guard.holds_transactions and guard.txn_holder == get_ident():
+            if guard.holds_transactions and guard.txn_holder == _identity.get_ident():
                 guard.release_transaction()
             guard.leave()
 
@@ -412,6 +424,71 @@ class Connection(_Base):  # type: ignore[misc]
             if guard.holds_transactions:
                 guard.release_transaction()
             guard.leave()
+
+
+class CooperativeQueries:
+    """``cooperative=True``: under gevent, a statement waits for the server by yielding.
+
+    The query is sent (``send_query``), the greenlet waits for the socket to be
+    readable by yielding to the gevent hub, and the answer is read
+    (``read_query_result``): greenlets on their own connections overlap their
+    waits instead of blocking the hub in turn.  The guard is held throughout,
+    so no other greenlet gets inside the connection while this one yields.
+
+    What stays blocking, as in mysqlclient: connecting (libmysqlclient's
+    connect has no non-blocking form here), the rows of an unbuffered result
+    after the first, and further result sets of a multi-statement (they are
+    on their way once the first has come).  ``read_timeout`` bounds the wait:
+    past it, the read itself runs and fails as mysqlclient's would.
+    """
+
+    _guard: ConnectionGuard
+    _read_timeout: float | None
+
+    def query(self, query: Any) -> None:
+        """Send ``query`` and wait for its answer, yielding to the gevent hub meanwhile."""
+        guard = self._guard
+        if guard.inside == _identity.get_ident():  # part of a cursor's statement
+            self._query_cooperatively(query)
+            return
+        guard.enter(None)
+        guard.dirty = True
+        try:
+            self._query_cooperatively(query)
+        finally:
+            guard.leave()
+
+    def _query_cooperatively(self, query: Any) -> None:
+        if isinstance(query, bytearray):
+            query = bytes(query)
+        _mysql.connection.send_query(self, query)
+        # Past read_timeout, the read below times out as mysqlclient's own would.
+        with contextlib.suppress(_NoAnswerYet):
+            _wait_read(self.fileno(), self._read_timeout)  # type: ignore[attr-defined]
+        _mysql.connection.read_query_result(self)
+
+
+class _NoAnswerYet(Exception):
+    """read_timeout passed while waiting for the socket (the read then fails as usual)."""
+
+
+def _wait_read(fileno: int, timeout: float | None) -> None:
+    from gevent.socket import wait_read
+
+    wait_read(fileno, timeout=timeout, timeout_exc=_NoAnswerYet)
+
+
+@functools.cache
+def _cooperative_class(cls: type) -> type:
+    """``cls`` with cooperative queries (a user's Connection subclass stays what it is)."""
+    if importlib.util.find_spec("gevent") is None:
+        raise ImportError(
+            "guarddb: cooperative=True waits for the server by yielding to gevent's hub, "
+            "and gevent is not installed: pip install gevent (or leave cooperative off)"
+        )
+    if issubclass(cls, CooperativeQueries):
+        return cls
+    return type(cls.__name__, (CooperativeQueries, cls), {"__module__": cls.__module__})
 
 
 for _name in _SERVER_CALLS:

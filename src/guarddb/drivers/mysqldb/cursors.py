@@ -13,7 +13,6 @@ Any subclass of a MySQLdb cursor class given to ``conn.cursor(cls)`` or
 from __future__ import annotations
 
 import functools
-import threading
 from typing import Any
 
 import MySQLdb.connections as _mysqldb_connections
@@ -21,9 +20,9 @@ import MySQLdb.cursors as _mc
 from MySQLdb import ProgrammingError, _mysql
 
 from ...core import guard as _guard
+from ...core import identity as _identity
 from ...core import violations
 from ...core.errors import GuardError
-from ...core.identity import get_ident
 from . import errors
 
 _c_connection = _mysql.connection
@@ -81,13 +80,13 @@ class GuardedCursorMixIn:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
+        me = _identity.get_ident()
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = _c_enter(guard.slot, flags)
+            rc = _c_enter(guard.slot, flags, me)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
                 guard.check_pending(self)
-        me = get_ident()
         if self._guard_tid != me:
             if guard.per_thread_results:
                 self._guard_swap_state(me)
@@ -105,8 +104,8 @@ class GuardedCursorMixIn:
                 self._pin_if_pending(guard)
             if guard.holds_transactions:
                 guard.hold_transaction(db)
-            if flags >= 0:
-                _c_leave(guard.slot)
+            if flags >= 0 and _c_leave(guard.slot):
+                guard.wake()  # greenlets wait to enter
 
     def execute(self, query: Any, args: Any = None) -> Any:
         # _statement(super().execute, query, args) unrolled, line for line: the
@@ -119,13 +118,13 @@ class GuardedCursorMixIn:
             return super().execute(query, args)  # type: ignore[misc]
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
+        me = _identity.get_ident()
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = _c_enter(guard.slot, flags)
+            rc = _c_enter(guard.slot, flags, me)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
                 guard.check_pending(self)
-        me = get_ident()
         if self._guard_tid != me:
             if guard.per_thread_results:
                 self._guard_swap_state(me)
@@ -143,8 +142,8 @@ class GuardedCursorMixIn:
                 self._pin_if_pending(guard)
             if guard.holds_transactions:
                 guard.hold_transaction(db)
-            if flags >= 0:
-                _c_leave(guard.slot)
+            if flags >= 0 and _c_leave(guard.slot):
+                guard.wake()  # greenlets wait to enter
 
     def _guard_swap_state(self, me: int) -> None:
         """mutex mode: put the last thread's result aside and bring back this thread's.
@@ -154,10 +153,9 @@ class GuardedCursorMixIn:
         """
         states = self._guard_states
         previous, self._guard_tid = self._guard_tid, me
-        alive = threading._active  # type: ignore[attr-defined]
-        for ended in [tid for tid in states if tid not in alive]:
+        for ended in [tid for tid in states if not _identity.alive(tid)]:
             del states[ended]  # results of threads that ended without coming back
-        if previous in alive:
+        if _identity.alive(previous):
             states[previous] = {name: getattr(self, name, None) for name in _RESULT_STATE}
         for name, value in states.pop(me, _FRESH_RESULT_STATE).items():
             setattr(self, name, value)
@@ -262,7 +260,7 @@ class GuardedCursorMixIn:
             return fetch(*args)  # closed: mysqlclient's own error
         guard = getattr(db, "_guard", UNGUARDED)
         if guard.mode == "off":
-            self._guard_tid = get_ident()
+            self._guard_tid = _identity.get_ident()
             return fetch(*args)
         if self._guard_epoch != _guard.epoch and self._executed:  # type: ignore[attr-defined]
             raise guard.refusal(_guard.lib.GUARD_FORKED)
@@ -272,7 +270,7 @@ class GuardedCursorMixIn:
             raise guard.foreign_rows(self._guard_tid)
         guard.enter(self)
         try:
-            me = get_ident()
+            me = _identity.get_ident()
             if self._guard_tid != me:
                 self._guard_swap_state(me)
             return fetch(*args)
@@ -283,7 +281,7 @@ class GuardedCursorMixIn:
 class GuardedStoreResultMixIn(GuardedCursorMixIn):
     """Buffered fetches re-implemented with mysqlclient's exact behaviour, plus the guard check.
 
-    They run once per row, so the check is inlined: one get_ident() and two
+    They run once per row, so the check is inlined: one _identity.get_ident() and two
     compares, no C call, no extra frame.
     """
 
@@ -303,7 +301,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -318,7 +316,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
 
     def __next__(self) -> Any:
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
@@ -335,7 +333,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         return row
 
     def __iter__(self) -> Any:
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().__iter__)  # type: ignore[misc]
         return super().__iter__()  # type: ignore[misc]
 
@@ -344,7 +342,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         than size. If size is not defined, cursor.arraysize is used."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -359,7 +357,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         """Fetches all available rows from the cursor."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -373,7 +371,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[misc]
         return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
 
@@ -417,7 +415,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
         # mysqlclient's own, with _fetch_row(1) inlined: it runs once per row.
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -449,7 +447,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         try:
             return super().fetchmany(size)  # type: ignore[misc]
@@ -459,7 +457,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         try:
             return super().fetchall()  # type: ignore[misc]
@@ -521,7 +519,7 @@ def _per_thread_attribute(name: str) -> property:
     slot = f"_pt_{name}"
 
     def read(self: Any) -> Any:
-        if get_ident() == self._guard_tid or not self._guard_tid:
+        if _identity.get_ident() == self._guard_tid or not self._guard_tid:
             return getattr(self, slot)
         return self._guard_fetch_slow(getattr, self, slot)  # waits, brings its state back
 
@@ -620,7 +618,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -635,7 +633,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
 
     def __next__(self) -> Any:
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
@@ -656,7 +654,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         than size. If size is not defined, cursor.arraysize is used."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -671,7 +669,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         """Fetches all available rows from the cursor."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -698,7 +696,7 @@ class PerThreadUseResultMixIn(PerThreadResultsMixIn):
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -725,7 +723,7 @@ def _checked(method: Any) -> Any:
 
     @functools.wraps(method)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(functools.partial(method, self, *args, **kwargs))
         return method(self, *args, **kwargs)
 
