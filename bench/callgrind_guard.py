@@ -5,9 +5,9 @@
 Runs a tiny Python loop under ``valgrind --tool=callgrind`` twice, with N and
 2N iterations, for each case:
 
-* ``enter/leave``: ``lib.guard_enter(slot, 0, me)`` + ``lib.guard_leave(slot)``
+* ``enter/leave``: ``lib.guard_enter(slot, 0)`` + ``lib.guard_leave(slot)``
   (exclusive mode's pair, and strict's with ``GUARD_STRICT``);
-* ``mutex``: ``lib.guard_enter(slot, GUARD_TIMED, me)`` + ``lib.guard_leave(slot)``
+* ``mutex``: ``lib.guard_enter(slot, GUARD_TIMED)`` + ``lib.guard_leave(slot)``
   (mutex mode uncontended: it waits, in another call, only when that enter says busy);
 * an empty loop, to take the interpreter's loop out of the whole-loop figure.
 
@@ -60,19 +60,19 @@ lib = module.lib
 
 def enter(slot, n, enter=lib.guard_enter, leave=lib.guard_leave):
     for _ in range(n):
-        enter(slot, 0, ME)
+        enter(slot, 0)
         leave(slot)
 
 
 def strict(slot, n, enter=lib.guard_enter, leave=lib.guard_leave, flags=lib.GUARD_STRICT):
     for _ in range(n):
-        enter(slot, flags, ME)
+        enter(slot, flags)
         leave(slot)
 
 
 def mutex(slot, n, enter=lib.guard_enter, leave=lib.guard_leave, flags=lib.GUARD_TIMED):
     for _ in range(n):
-        enter(slot, flags, ME)
+        enter(slot, flags)
         leave(slot)
 
 

@@ -222,7 +222,9 @@ void guard_set_fd(guard_slot *slot, int fd)
     STORE(&slot->fd, fd);
 }
 
-int guard_enter(guard_slot *slot, int flags, uintptr_t me)
+int guard_enter(guard_slot *slot, int flags) { return guard_enter_as(slot, flags, self_id()); }
+
+int guard_enter_as(guard_slot *slot, int flags, uintptr_t me)
 {
     uintptr_t expected = 0;
 
@@ -250,7 +252,7 @@ int guard_enter(guard_slot *slot, int flags, uintptr_t me)
 
 int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me)
 {
-    int rc = guard_enter(slot, flags | GUARD_TIMED, me);
+    int rc = guard_enter_as(slot, flags | GUARD_TIMED, me);
     if (rc != GUARD_BUSY)
         return rc;
     uint64_t start = guard_now_ns();

@@ -92,7 +92,11 @@ void guard_mark_open(guard_slot *slot);
 uint64_t guard_coarse_ns(void);
 
 /* `me` enters the connection: GUARD_OK (nested enters count), or why not. */
-int guard_enter(guard_slot *slot, int flags, uintptr_t me);
+int guard_enter_as(guard_slot *slot, int flags, uintptr_t me);
+/* guard_enter_as() for the calling OS thread (pthread_self(), which is an
+   unpatched threading.get_ident()): the statement path of a program whose
+   threads are OS threads, with no identity to hand over. */
+int guard_enter(guard_slot *slot, int flags);
 /* The one inside leaves (the last of nested enters lets others in).  Returns 1
    if that let the slot go while someone waited (greenlets waiting in Python
    are woken by the caller), else 0. */

@@ -33,8 +33,8 @@ def test_slot_belongs_to_its_creator(slot):
 
 
 def test_nested_enters_hold_until_the_last_leave(slot):
-    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
-    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
+    assert lib.guard_enter_as(slot, 0, _me()) == lib.GUARD_OK
+    assert lib.guard_enter_as(slot, 0, _me()) == lib.GUARD_OK
     lib.guard_leave(slot)
     assert slot.busy == _me()
     lib.guard_leave(slot)
@@ -42,9 +42,9 @@ def test_nested_enters_hold_until_the_last_leave(slot):
 
 
 def test_another_thread_is_busy_out_while_one_is_inside(slot):
-    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
+    assert lib.guard_enter_as(slot, 0, _me()) == lib.GUARD_OK
     seen = []
-    thread = threading.Thread(target=lambda: seen.append(lib.guard_enter(slot, 0, _me())))
+    thread = threading.Thread(target=lambda: seen.append(lib.guard_enter_as(slot, 0, _me())))
     thread.start()
     thread.join()
     assert seen == [lib.GUARD_BUSY]
@@ -55,35 +55,44 @@ def test_strict_flag_refuses_a_non_owner_even_when_free(slot):
     seen = []
 
     def other():
-        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT, _me()))
+        seen.append(lib.guard_enter_as(slot, lib.GUARD_STRICT, _me()))
         seen.append(lib.guard_adopt(slot, _me()))
-        seen.append(lib.guard_enter(slot, lib.GUARD_STRICT, _me()))
+        seen.append(lib.guard_enter_as(slot, lib.GUARD_STRICT, _me()))
         lib.guard_leave(slot)
 
     thread = threading.Thread(target=other)
     thread.start()
     thread.join()
     assert seen == [lib.GUARD_NOT_OWNER, lib.GUARD_OK, lib.GUARD_OK]
-    assert lib.guard_enter(slot, lib.GUARD_STRICT, _me()) == lib.GUARD_NOT_OWNER
+    assert lib.guard_enter_as(slot, lib.GUARD_STRICT, _me()) == lib.GUARD_NOT_OWNER
+
+
+def test_enter_without_an_identity_is_the_os_thread(slot):
+    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    assert slot.busy == threading.get_ident() == lib.guard_thread_id()
+    assert lib.guard_enter_as(slot, 0, threading.get_ident()) == lib.GUARD_OK  # nested
+    lib.guard_leave(slot)
+    lib.guard_leave(slot)
+    assert slot.busy == 0
 
 
 def test_identities_come_from_python_not_the_os_thread(slot):
     # Two greenlets of one OS thread are two callers: the guard compares what it is handed.
     first, second = 1, 2
-    assert lib.guard_enter(slot, 0, first) == lib.GUARD_OK
-    assert lib.guard_enter(slot, 0, second) == lib.GUARD_BUSY
+    assert lib.guard_enter_as(slot, 0, first) == lib.GUARD_OK
+    assert lib.guard_enter_as(slot, 0, second) == lib.GUARD_BUSY
     assert lib.guard_adopt(slot, second) == lib.GUARD_BUSY
     assert lib.guard_leave(slot) == 0  # nobody was waiting
     assert lib.guard_adopt(slot, second) == lib.GUARD_OK
-    assert lib.guard_enter(slot, lib.GUARD_STRICT, first) == lib.GUARD_NOT_OWNER
-    assert lib.guard_enter(slot, lib.GUARD_STRICT, second) == lib.GUARD_OK
+    assert lib.guard_enter_as(slot, lib.GUARD_STRICT, first) == lib.GUARD_NOT_OWNER
+    assert lib.guard_enter_as(slot, lib.GUARD_STRICT, second) == lib.GUARD_OK
     lib.guard_wait_begin(slot)  # a greenlet waits: the leave says so
     assert lib.guard_leave(slot) == 1
     lib.guard_wait_end(slot)
 
 
 def test_release_on_behalf_of_the_holder_from_another_thread(slot):
-    lib.guard_enter(slot, 0, _me())
+    lib.guard_enter_as(slot, 0, _me())
     holder = _me()
     thread = threading.Thread(target=lambda: lib.guard_release(slot, holder))
     thread.start()
@@ -93,11 +102,11 @@ def test_release_on_behalf_of_the_holder_from_another_thread(slot):
 
 def test_fork_generation_marks_every_slot_forked(slot):
     assert lib.guard_state(slot) == lib.GUARD_OK
-    assert in_forked_child(lambda: [lib.guard_state(slot), lib.guard_enter(slot, 0, _me())]) == [
+    assert in_forked_child(lambda: [lib.guard_state(slot), lib.guard_enter_as(slot, 0, _me())]) == [
         lib.GUARD_FORKED,
         lib.GUARD_FORKED,
     ]
-    assert lib.guard_enter(slot, 0, _me()) == lib.GUARD_OK
+    assert lib.guard_enter_as(slot, 0, _me()) == lib.GUARD_OK
     lib.guard_leave(slot)
 
 
@@ -105,7 +114,7 @@ def test_slot_busy_in_a_vanished_thread_is_free_in_the_child(slot):
     entered, done = threading.Event(), threading.Event()
 
     def hold():
-        lib.guard_enter(slot, 0, _me())
+        lib.guard_enter_as(slot, 0, _me())
         entered.set()
         done.wait(30)
         lib.guard_leave(slot)

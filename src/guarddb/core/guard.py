@@ -42,7 +42,7 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_enter = lib.guard_enter
+_enter = lib.guard_enter_as
 _enter_wait = lib.guard_enter_wait_without_gil
 _leave = lib.guard_leave
 

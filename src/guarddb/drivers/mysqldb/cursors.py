@@ -26,8 +26,29 @@ from ...core.errors import GuardError
 from . import errors
 
 _c_connection = _mysql.connection
-_c_enter = _guard.lib.guard_enter
 _c_leave = _guard.lib.guard_leave
+
+# The caller's identity and the guard's enter, as the statement path and the fast
+# fetches call them: module globals, for speed (a module attribute look-up each
+# would cost every round trip), rebound once if identities become greenlets.
+#: The calling thread's identity (identity.get_ident as it is now).
+get_ident = _identity.get_ident
+#: Enter for the calling OS thread: the C guard takes pthread_self() itself.
+_c_enter = _guard.lib.guard_enter
+
+
+def _enter_as_current(slot: Any, flags: int) -> int:
+    """Enter for the calling greenlet: its identity handed to the C guard."""
+    return int(_guard.lib.guard_enter_as(slot, flags, _identity.get_ident()))
+
+
+def _use_greenlets() -> None:
+    global get_ident, _c_enter
+    get_ident = _identity.get_ident
+    _c_enter = _enter_as_current
+
+
+_identity.on_switch(_use_greenlets)
 _MySQLdbConnection = _mysqldb_connections.Connection
 #: mysqlclient 2.3 cursors have warning_count; 2.2 ones do not set it in _query.
 _SETS_WARNING_COUNT = "warning_count" in _mc.BaseCursor._query.__code__.co_names
@@ -80,13 +101,13 @@ class GuardedCursorMixIn:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
-        me = _identity.get_ident()
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = _c_enter(guard.slot, flags, me)
+            rc = _c_enter(guard.slot, flags)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
                 guard.check_pending(self)
+        me = get_ident()
         if self._guard_tid != me:
             if guard.per_thread_results:
                 self._guard_swap_state(me)
@@ -118,13 +139,13 @@ class GuardedCursorMixIn:
             return super().execute(query, args)  # type: ignore[misc]
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
-        me = _identity.get_ident()
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = _c_enter(guard.slot, flags, me)
+            rc = _c_enter(guard.slot, flags)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
                 guard.check_pending(self)
+        me = get_ident()
         if self._guard_tid != me:
             if guard.per_thread_results:
                 self._guard_swap_state(me)
@@ -260,7 +281,7 @@ class GuardedCursorMixIn:
             return fetch(*args)  # closed: mysqlclient's own error
         guard = getattr(db, "_guard", UNGUARDED)
         if guard.mode == "off":
-            self._guard_tid = _identity.get_ident()
+            self._guard_tid = get_ident()
             return fetch(*args)
         if self._guard_epoch != _guard.epoch and self._executed:  # type: ignore[attr-defined]
             raise guard.refusal(_guard.lib.GUARD_FORKED)
@@ -270,7 +291,7 @@ class GuardedCursorMixIn:
             raise guard.foreign_rows(self._guard_tid)
         guard.enter(self)
         try:
-            me = _identity.get_ident()
+            me = get_ident()
             if self._guard_tid != me:
                 self._guard_swap_state(me)
             return fetch(*args)
@@ -281,7 +302,7 @@ class GuardedCursorMixIn:
 class GuardedStoreResultMixIn(GuardedCursorMixIn):
     """Buffered fetches re-implemented with mysqlclient's exact behaviour, plus the guard check.
 
-    They run once per row, so the check is inlined: one _identity.get_ident() and two
+    They run once per row, so the check is inlined: one get_ident() and two
     compares, no C call, no extra frame.
     """
 
@@ -301,7 +322,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -316,7 +337,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
 
     def __next__(self) -> Any:
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
@@ -333,7 +354,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         return row
 
     def __iter__(self) -> Any:
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().__iter__)  # type: ignore[misc]
         return super().__iter__()  # type: ignore[misc]
 
@@ -342,7 +363,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         than size. If size is not defined, cursor.arraysize is used."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -357,7 +378,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         """Fetches all available rows from the cursor."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -371,7 +392,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[misc]
         return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
 
@@ -415,7 +436,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
         # mysqlclient's own, with _fetch_row(1) inlined: it runs once per row.
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -447,7 +468,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         try:
             return super().fetchmany(size)  # type: ignore[misc]
@@ -457,7 +478,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         try:
             return super().fetchall()  # type: ignore[misc]
@@ -519,7 +540,7 @@ def _per_thread_attribute(name: str) -> property:
     slot = f"_pt_{name}"
 
     def read(self: Any) -> Any:
-        if _identity.get_ident() == self._guard_tid or not self._guard_tid:
+        if get_ident() == self._guard_tid or not self._guard_tid:
             return getattr(self, slot)
         return self._guard_fetch_slow(getattr, self, slot)  # waits, brings its state back
 
@@ -618,7 +639,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -633,7 +654,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
 
     def __next__(self) -> Any:
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
@@ -654,7 +675,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         than size. If size is not defined, cursor.arraysize is used."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -669,7 +690,7 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         """Fetches all available rows from the cursor."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
         count = 0 if rows is None else len(rows)
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -696,7 +717,7 @@ class PerThreadUseResultMixIn(PerThreadResultsMixIn):
 
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -723,7 +744,7 @@ def _checked(method: Any) -> Any:
 
     @functools.wraps(method)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(functools.partial(method, self, *args, **kwargs))
         return method(self, *args, **kwargs)
 
