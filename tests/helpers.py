@@ -27,14 +27,18 @@ class Blocked:
 
     It runs ``SELECT GET_LOCK(name, 60)`` while another session holds that
     lock, so the guard really sees a call in progress; ``release()`` lets it
-    finish.
+    finish.  ``locking=False``: it runs ``SELECT SLEEP(60)`` instead (a call
+    that takes no lock), which ``release()`` ends with ``KILL QUERY``.
     """
 
-    def __init__(self, conn, holder_conn, name: str = "guarddb-test") -> None:
+    def __init__(self, conn, holder_conn, name: str = "guarddb-test", locking: bool = True) -> None:
         self.conn = conn
         self.name = name
+        self.locking = locking
+        self.session = conn.thread_id()  # now: not while the thread is inside
         self.holder = holder_conn.cursor()
-        self.holder.execute("SELECT GET_LOCK(%s, 10)", (name,))
+        if locking:
+            self.holder.execute("SELECT GET_LOCK(%s, 10)", (name,))
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="BlockedCaller")
         self.thread.start()
@@ -43,6 +47,13 @@ class Blocked:
     def _run(self) -> None:
         try:
             cursor = self.conn.cursor()
+            if not self.locking:
+                try:
+                    cursor.execute("SELECT SLEEP(60)")
+                except Exception as exc:  # KILL QUERY: what release() does
+                    if exc.args[:1] != (1317,):
+                        raise
+                return
             cursor.execute("SELECT GET_LOCK(%s, 60)", (self.name,))
             cursor.fetchall()
             cursor.execute("SELECT RELEASE_LOCK(%s)", (self.name,))
@@ -51,7 +62,10 @@ class Blocked:
             self.error = exc
 
     def release(self) -> None:
-        self.holder.execute("SELECT RELEASE_LOCK(%s)", (self.name,))
+        if not self.locking:
+            self.holder.execute(f"KILL QUERY {int(self.session)}")
+        else:
+            self.holder.execute("SELECT RELEASE_LOCK(%s)", (self.name,))
         self.thread.join(30)
         assert not self.thread.is_alive()
         if self.error is not None:

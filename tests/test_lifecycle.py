@@ -288,7 +288,7 @@ def test_on_idle_reconnect_opens_a_fresh_session_as_the_old_one_was(connect, wat
 
 def test_never_closed_in_a_transaction_with_unread_rows_or_in_a_call(connect, watcher):
     in_txn = connect(max_idle=0.2)  # autocommit off
-    one(in_txn, "SELECT 1")
+    one(in_txn, "SELECT 1 FOR UPDATE")  # a locking read: a write, as far as guarddb knows
     unread = connect(max_idle=0.2, autocommit=True)
     ss = unread.cursor(guarddb.cursors.SSCursor)
     ss.execute("SELECT 1 UNION SELECT 2")

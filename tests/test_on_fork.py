@@ -108,12 +108,16 @@ def unread_rows(conn):
 @pytest.mark.parametrize(
     ("open_something", "what"),
     [
-        (lambda conn: one(conn, "SELECT 1"), "a transaction was open"),
-        (lambda conn: (conn.autocommit(True), conn.begin()), "a transaction was open"),
-        (lambda conn: conn.query("DO 1"), "a transaction was open"),
+        (lambda conn: one(conn, "SELECT 1 FOR UPDATE"), "a transaction was open and had written"),
+        (
+            lambda conn: (conn.autocommit(True), conn.begin(), one(conn, "SELECT @a := 1 INTO @b")),
+            "a transaction was open and had written",
+        ),
+        (lambda conn: conn.query("SET @x = 1"), "a transaction was open"),
+        (lambda conn: conn.query("SELECT GET_LOCK('guarddb-fork', 0)"), "holds locks"),
         (lambda conn: unread_rows(conn), "still unread"),
     ],
-    ids=["statement-autocommit-off", "begin", "query", "unread-sscursor"],
+    ids=["locking-read", "begin-then-write", "query", "get-lock", "unread-sscursor"],
 )
 def test_refused_when_work_would_be_lost(connect, open_something, what):
     conn = connect(on_fork="reconnect", autocommit=False)
@@ -136,6 +140,26 @@ def test_refused_when_work_would_be_lost(connect, open_something, what):
     # The refusal opened no session.
     guarddb_conn = connect()
     assert server_connections(guarddb_conn) == before + 1  # only the check's own connection
+
+
+@pytest.mark.parametrize(
+    "reads",
+    [
+        lambda conn: one(conn, "SELECT 1"),
+        lambda conn: (conn.autocommit(True), conn.begin(), one(conn, "SHOW TABLES")),
+        lambda conn: conn.query("/* a comment */ DO 1"),
+        lambda conn: (conn.query("START TRANSACTION"), one(conn, "SELECT 1")),
+    ],
+    ids=["select-autocommit-off", "begin-then-read", "query-do", "sql-start-transaction"],
+)
+def test_a_transaction_that_only_read_is_no_obstacle(connect, reads):
+    conn = connect(on_fork="reconnect", autocommit=False)
+    reads(conn)
+    assert conn.in_transaction() and not conn.uncommitted_writes()
+    parent_session = conn.thread_id()
+    child_session = in_forked_child(lambda: one(conn, "SELECT CONNECTION_ID()")[0])
+    assert child_session != parent_session  # a fresh session, past the read-only transaction
+    assert one(conn, "SELECT CONNECTION_ID()")[0] == parent_session  # the parent's is intact
 
 
 def test_commit_rollback_and_autocommit_on_end_the_transaction(connect):
@@ -200,7 +224,7 @@ def test_reconnects_when_a_parent_thread_was_inside_a_call_at_fork(connect):
     # mysqlclient 2.3's own per-connection lock, held by that thread at fork,
     # stays held in the child: the reconnect must not depend on it.
     conn = connect(on_fork="reconnect", autocommit=True)
-    blocked = Blocked(conn, connect())
+    blocked = Blocked(conn, connect(), locking=False)  # a lock taken would refuse the reconnect
     try:
         answer = in_forked_child(lambda: one(conn, "SELECT 5")[0])
     finally:

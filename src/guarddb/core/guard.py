@@ -17,7 +17,7 @@ import weakref
 from typing import Any, Callable, Protocol
 
 from .._guard import ffi, lib
-from . import identity, violations
+from . import identity, transactions, violations
 from .errors import CR_SERVER_GONE_ERROR, DriverErrors, GuardError
 from .identity import describe as describe_thread
 from .sites import caller_site, operation
@@ -80,6 +80,10 @@ class GuardedConnection(Protocol):
     def _rollback_for_guarddb(self) -> None:
         """Roll back the open transaction, holding the slot, past the guard."""
 
+    def _transaction_footprint(self) -> str | None:
+        """What the server says the session's transaction modified or locked, holding the
+        slot: "" for nothing, a description otherwise, None if the server will not say."""
+
 
 class ConnectionGuard:
     """One connection's guard: its C slot, its mode, and what its messages need.
@@ -110,6 +114,7 @@ class ConnectionGuard:
         "host",
         "inside",
         "label",
+        "locked",
         "max_idle",
         "mode",
         "on_fork",
@@ -126,6 +131,7 @@ class ConnectionGuard:
         "site",
         "slot",
         "statement",
+        "wrote",
     )
 
     def __init__(self, mode: str, site: str, errors: DriverErrors) -> None:
@@ -146,8 +152,10 @@ class ConnectionGuard:
         self.pending_drain: Callable[[], Any] | None = None
         self.pending_holder = 0
         self.pending_site = ""
-        #: A gevent Event that wakes greenlets waiting to enter (made by the first one).
-        self.green_wake: Any = None
+        #: The gevent Events of the greenlets waiting to enter, one each: an Event
+        #: can be waited on only in the OS thread whose hub made it (threads and
+        #: greenlets may share a mutex connection), and set from any thread.
+        self.green_wake: set[Any] = set()
         #: Thread inside a cursor statement (its nested connection calls skip the guard).
         self.inside = 0
         #: The statement last sent (for messages).
@@ -156,10 +164,14 @@ class ConnectionGuard:
         self.on_fork = "raise"
         #: The guarded connection (a weak reference; None for a connection guarddb did not open).
         self.connection: weakref.ref[Any] | None = None
-        # Transaction bookkeeping, without a server round trip: a statement ran
-        # since the last commit or rollback (``dirty``), begin() was called
-        # (``began``), and autocommit as last set through the connection.
+        # Transaction bookkeeping, without a server round trip (see
+        # guarddb.core.transactions): a statement ran since the last commit or
+        # rollback (``dirty``), one of them may have written (``wrote``), locks
+        # that outlive a transaction were taken (``locked``), a transaction was
+        # begun explicitly (``began``), and autocommit as last set.
         self.dirty = False
+        self.wrote = False
+        self.locked = False
         self.began = False
         self.autocommit = False
         # Lifecycle (guarddb.core.lifecycle): what and when it opened, its limits,
@@ -254,12 +266,11 @@ class ConnectionGuard:
         slot = self.slot
         started = time.monotonic()
         deadline = started + seconds
+        event = Event()  # this waiter's own, in its own thread's hub
+        self.green_wake.add(event)
         lib.guard_wait_begin(slot)  # counted, so that the leave says someone waits
         try:
             while True:
-                event = self.green_wake
-                if event is None:
-                    event = self.green_wake = Event()
                 event.clear()
                 rc = _enter(slot, flags | lib.GUARD_TIMED, me)
                 if rc != lib.GUARD_BUSY:
@@ -274,12 +285,12 @@ class ConnectionGuard:
                 event.wait(min(remaining, _GREEN_SLICE))
         finally:
             lib.guard_wait_end(slot)
+            self.green_wake.discard(event)
 
     def wake(self) -> None:
         """A leave let the slot go while someone waited: wake the greenlets among them."""
-        event = self.green_wake
-        if event is not None:
-            event.set()
+        for event in list(self.green_wake):
+            event.set()  # gevent hands a set from another OS thread to the waiter's hub
 
     def _closed_by_guarddb(self) -> None:
         """The connection was closed by guarddb: reconnect (on_idle="reconnect") or say so."""
@@ -322,15 +333,58 @@ class ConnectionGuard:
         with autocommit off or after begin().  No server round trip."""
         return self.dirty and (self.began or not self.autocommit)
 
+    def uncommitted_writes(self) -> bool:
+        """Whether the open transaction has run a statement that may have written."""
+        return self.wrote and self.in_transaction()
+
+    def would_lose(self) -> str | None:
+        """What closing the session now would lose, or None: a rollback loses only reads."""
+        if self.pending is not None:
+            return "an unbuffered (SSCursor) result was still unread"
+        if self.locked:
+            return "the session holds locks (LOCK TABLES, GET_LOCK(), a global read lock)"
+        if self.uncommitted_writes():
+            return (
+                "a transaction was open and had written (a statement other than a known "
+                "read since the last commit or rollback)"
+            )
+        return None
+
+    def transaction_ended(self) -> None:
+        """Committed or rolled back (by the API, SQL text, or the server): nothing is open."""
+        self.dirty = self.began = self.wrote = False
+
+    def statement_starts(self, statement: Any, kinds: transactions.Kinds | None) -> Any:
+        """Inside the guard, before a statement that is not a known read runs.
+
+        ``kinds``: its cached classification, None if not classified yet.
+        Returns the kinds, for :meth:`statement_done`.
+        """
+        if kinds is None:
+            kinds = transactions.classify(statement)
+        transactions.starting(self, kinds)
+        return kinds
+
+    def statement_done(self, kinds: transactions.Kinds, conn: GuardedConnection) -> None:
+        """Inside the guard, after a statement of these kinds succeeded (not a plain read
+        or write): transaction control written as SQL takes effect."""
+        transactions.done(self, kinds)
+        if transactions.AUTOCOMMIT_SET in (kinds if isinstance(kinds, tuple) else (kinds,)):
+            self.autocommit = bool(conn.get_autocommit())  # what the server now says
+            if self.autocommit:
+                self.transaction_ended()
+        if (
+            self.holds_transactions
+            and transactions.ends_transaction(kinds)
+            and self.txn_holder == identity.get_ident()
+        ):
+            self.release_transaction()
+
     def _reconnect_after_fork(self) -> None:
         conn = self.connection() if self.connection is not None else None
         if conn is None or not conn.open:
             raise self.refusal(lib.GUARD_FORKED)  # closed before the fork: nothing to reopen
-        lost = None
-        if self.pending is not None:
-            lost = "an unbuffered (SSCursor) result was still unread"
-        elif self.in_transaction():
-            lost = "a transaction was open (statements since the last commit or rollback)"
+        lost = self.would_lose()
         if lost is not None:
             raise self.violation(
                 self.errors.ForkedConnectionError(
@@ -349,7 +403,8 @@ class ConnectionGuard:
         self.inside = 0
         self.pending = self.pending_drain = None
         self.pending_holder = 0
-        self.dirty = self.began = False
+        self.transaction_ended()
+        self.locked = False  # the locks were the parent's session's
         self._forget_holders()
         conn._reopen_session()
         rc = _enter(self.slot, self.flags, me)
@@ -636,7 +691,7 @@ class MutexGuard(ConnectionGuard):
     def hold_transaction(self, conn: Any) -> None:
         """Inside the guard, after a statement: keep the connection while a transaction is open."""
         me = identity.get_ident()
-        if self.txn_holder != me and not conn.get_autocommit():
+        if self.txn_holder != me and (self.began or not conn.get_autocommit()):
             _enter(self.slot, 0, me)  # one level more, left at commit, rollback or close
             self.txn_holder = me
 

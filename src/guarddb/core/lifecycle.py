@@ -71,6 +71,8 @@ class ConnectionInfo:
     idle: float
     #: A transaction may be open (statements since the last commit/rollback, autocommit off).
     in_transaction: bool
+    #: The open transaction has run a statement that may have written (not a known read).
+    uncommitted_writes: bool
     #: An unbuffered result is still unread.
     pending_result: bool
     #: The process whose session it is (a forked child's inherited ones show the parent's).
@@ -136,7 +138,9 @@ def _new_mark() -> _OwnerMark:
     # The callback fires while the ending thread clears its state (or in the
     # hub, as a greenlet finishes): it only notes the end; the lifecycle
     # thread judges a little later.
-    ended = weakref.finalize(mark, _owner_ended, mark.token, mark.ident, mark.name)
+    # Described while it runs: "thread 'Name' (id N)" or "greenlet 'Name' (id N)".
+    who = identity.describe(mark.ident)
+    ended = weakref.finalize(mark, _owner_ended, mark.token, mark.ident, who)
     ended.atexit = False  # the main thread's end at exit is not an orphaning
     return mark
 
@@ -212,6 +216,7 @@ def _describe(conn: Connection) -> ConnectionInfo | None:
         age=now - guard.opened_at,
         idle=_idle_seconds(slot),
         in_transaction=guard.in_transaction(),
+        uncommitted_writes=guard.uncommitted_writes(),
         pending_result=guard.pending is not None,
         pid=guard.pid,
     )
@@ -229,7 +234,7 @@ def _idle_seconds_held(slot: Any) -> float:
 
 # -- orphans ------------------------------------------------------------------------------
 
-_ended: list[tuple[float, int, int, str]] = []  # (when, token, ident, name) to judge
+_ended: list[tuple[float, int, int, str]] = []  # (when, token, ident, who) to judge
 _judging = threading.Lock()
 
 
@@ -237,10 +242,10 @@ def _main_thread_ident() -> int | None:
     return identity.main_thread_ident()
 
 
-def _owner_ended(token: int, ident: int, name: str) -> None:
+def _owner_ended(token: int, ident: int, who: str) -> None:
     # Runs in the ending thread, during its clean-up: note it and nudge the
     # lifecycle thread, nothing more (no thread is started from here).
-    _ended.append((time.monotonic(), token, ident, name))
+    _ended.append((time.monotonic(), token, ident, who))
     _lifecycle.event.set()
 
 
@@ -255,7 +260,7 @@ def _judge_ended_owners(now: float) -> float | None:
             _ended.remove(entry)
     if not ready:
         return _ended[0][0] + _ORPHAN_GRACE if _ended else None
-    tokens = {token: (ident, name) for _when, token, ident, name in ready}
+    tokens = {token: (ident, who) for _when, token, ident, who in ready}
     for conn in _snapshot():
         guard = conn._guard
         if guard.owner_thread is None or guard.owner_thread.token not in tokens:
@@ -268,17 +273,22 @@ def _judge_ended_owners(now: float) -> float | None:
     return _ended[0][0] + _ORPHAN_GRACE if _ended else None
 
 
-def _report_orphan(conn: Connection, ident: int, name: str) -> None:
+def _report_orphan(conn: Connection, ident: int, who: str) -> None:
     guard = conn._guard
     info = _describe(conn)
     if info is not None:
         orphans_seen.append(info)
     message = (
         f"guarddb: {guard.label} opened at {guard.site} is still open, but its owner, "
-        f"thread {name!r} (id {ident}), has ended: an orphan, a session the server keeps "
+        f"{who}, has ended: an orphan, a session the server keeps "
         f"for nobody. Close connections in the thread that opens them (or use a pool), "
         f"or pass close_orphans=True to have guarddb close them."
     )
+    if guard.close_orphans:
+        if guard.uncommitted_writes():
+            message += " close_orphans: closing it rolls back its uncommitted writes."
+        elif guard.in_transaction():
+            message += " close_orphans: closing it rolls back a transaction that only read."
     violations.report("orphan", message, guard.site, guard.site, guard.mode)
 
 
@@ -311,11 +321,21 @@ def _close(
             last_user = int(slot.owner)
             if guard.mode != "strict" and last_user != me and identity.alive(last_user):
                 return False  # another live thread took it over without adopt(): it is used
-            _finish_for_dead_owner(conn)
-        elif guard.pending is not None or guard.in_transaction():
-            return False
-        elif max_idle is not None and _idle_seconds_held(slot) < max_idle:
-            return False  # used since it was looked at
+            reason += _finish_for_dead_owner(conn)
+        else:
+            if guard.would_lose() is not None:
+                return False  # uncommitted writes, locks or unread rows: never for being idle
+            if max_idle is not None and _idle_seconds_held(slot) < max_idle:
+                return False  # used since it was looked at
+            if guard.in_transaction():
+                # Only read, by guarddb's reading of the statements: the server
+                # confirms before the rollback, or the connection stays.
+                if not _server_confirms_read_only(conn):
+                    return False
+                with contextlib.suppress(Exception):
+                    conn._rollback_for_guarddb()
+                guard.transaction_ended()
+                reason += "; its transaction had only read, and was rolled back"
         if not conn._close_for_guarddb():  # COM_QUIT: the server frees the session
             return False  # the driver said not now (mysqlclient 2.3's own lock): look again later
         guard.closed_reason = reason
@@ -328,9 +348,58 @@ def _close(
         guard.release(me)
 
 
-def _finish_for_dead_owner(conn: Connection) -> None:
-    """An orphan's unread rows are drained and its open transaction rolled back."""
+#: The server's word on a transaction guarddb takes for read-only: None while
+#: unknown, False once the server refused to tell (no PROCESS privilege).
+_server_check_works: bool | None = None
+
+
+def _server_confirms_read_only(conn: Connection) -> bool:
+    """Whether the server agrees that the session's transaction modified and locked nothing.
+
+    Asked on the connection itself, while guarddb holds it (one round trip,
+    only when the reaper is about to close a connection in a read-only
+    transaction).  Where the server will not tell (the account lacks the
+    PROCESS privilege that ``information_schema.INNODB_TRX`` needs), guarddb's
+    own reading of the statements decides; that is logged once.
+    """
+    global _server_check_works
+    answer = conn._transaction_footprint()
+    if answer is None:
+        if _server_check_works is None:
+            _log.info(
+                "guarddb: the server does not say what a session's transaction modified "
+                "(information_schema.INNODB_TRX needs the PROCESS privilege): idle "
+                "read-only transactions are closed on guarddb's reading of the statements"
+            )
+        _server_check_works = False
+        return True
+    _server_check_works = True
+    if answer:
+        _log.warning(
+            "guarddb: kept %s opened at %s open although idle: guarddb took its transaction "
+            "for read-only, but the server says it modified or locked rows (%s)",
+            conn._guard.label,
+            conn._guard.site,
+            answer,
+        )
+        conn._guard.wrote = True  # the server knows better: keep it until commit or rollback
+        return False
+    return True
+
+
+def _finish_for_dead_owner(conn: Connection) -> str:
+    """An orphan's unread rows are drained and its open transaction rolled back.
+
+    Returns what was lost, for the report ("" if nothing).
+    """
     guard = conn._guard
+    lost = ""
+    if guard.uncommitted_writes():
+        lost = "; its uncommitted writes were rolled back"
+    elif guard.in_transaction():
+        lost = "; its transaction had only read, and was rolled back"
+    if guard.pending is not None:
+        lost += "; its unread rows were dropped"
     drain = guard.pending_drain
     if drain is not None:
         guard.pending = guard.pending_drain = None
@@ -340,9 +409,10 @@ def _finish_for_dead_owner(conn: Connection) -> None:
     if guard.in_transaction() or guard.holds_transactions:
         with contextlib.suppress(Exception):
             conn._rollback_for_guarddb()
-        guard.dirty = guard.began = False
+        guard.transaction_ended()
         if guard.holds_transactions:
             guard.txn_holder = 0
+    return lost
 
 
 def _reap_idle(now_ns: int) -> float | None:
@@ -418,9 +488,14 @@ class _Lifecycle:
 
         Its nap must yield to the hub, on gevent's Event, never block the OS
         thread (a thread that runs already keeps its OS thread and its Event).
+        Its start lock becomes gevent's too: start() holds it while the new
+        thread starts, which yields to the hub, and a second greenlet
+        connecting meanwhile must wait by yielding, not block the OS thread
+        the first one needs to finish.
         """
         if self.thread is None:
             self.event = threading.Event()
+            self.lock = threading.Lock()
 
     def after_fork_in_child(self) -> None:
         global _registry_lock, _judging

@@ -14,7 +14,7 @@ import MySQLdb.connections as _mysqldb_connections
 from MySQLdb import MySQLError, ProgrammingError, _mysql
 
 from ...core import identity as _identity
-from ...core import lifecycle
+from ...core import lifecycle, transactions
 from ...core.guard import ANY_USER, ConnectionGuard, make_guard
 from ...core.settings import settings
 from ...core.sites import add_library_dir, caller_site
@@ -38,15 +38,12 @@ _SERVER_CALLS = (
     "stat",
 )
 
-# The connection's own calls that send SQL: a transaction may be open after them.
-_SQL_CALLS = ("query", "send_query")
-
 
 # The calls mysqlclient's cursors make on every statement: wrapped without *args.
 _STATEMENT_CALLS = ("discard_result", "next_result", "store_result", "use_result")
 
 
-def _guarded(name: str, sends_sql: bool = False) -> Callable[..., Any]:
+def _guarded(name: str) -> Callable[..., Any]:
     unguarded = getattr(_Base, name)
 
     def _guarded_call(self: Connection, *args: Any, **kwargs: Any) -> Any:
@@ -54,10 +51,33 @@ def _guarded(name: str, sends_sql: bool = False) -> Callable[..., Any]:
         if guard.inside == _identity.get_ident():  # part of a cursor's statement, entered already
             return unguarded(self, *args, **kwargs)
         guard.enter(None)
-        if sends_sql:
-            guard.dirty = True
         try:
             return unguarded(self, *args, **kwargs)
+        finally:
+            guard.leave()
+
+    return _named(_guarded_call, name, unguarded)
+
+
+def _guarded_sql(name: str, waits_for_answer: bool) -> Callable[..., Any]:
+    """The same for the connection's own calls that send SQL (query, send_query).
+
+    What the statement does to the transaction is noted (guarddb.core.transactions);
+    transaction control takes effect once the answer says it succeeded.
+    """
+    unguarded = getattr(_Base, name)
+
+    def _guarded_call(self: Connection, query: Any) -> Any:
+        guard = self._guard
+        if guard.inside == _identity.get_ident():  # part of a cursor's statement, entered already
+            return unguarded(self, query)
+        guard.enter(None)
+        try:
+            kinds = guard.statement_starts(query, None)
+            result = unguarded(self, query)
+            if waits_for_answer and not transactions.plain(kinds):
+                guard.statement_done(kinds, self)
+            return result
         finally:
             guard.leave()
 
@@ -169,7 +189,8 @@ class Connection(_Base):  # type: ignore[misc]
         guard.watch_socket(self.fileno())
         guard.label = f"MySQL connection {self.thread_id()} ({self.get_host_info()})"
         guard.autocommit = bool(self.get_autocommit())
-        guard.dirty = guard.began = False  # the session's own set-up opened no transaction
+        guard.transaction_ended()  # the session's own set-up opened no transaction
+        guard.locked = False
         guard.opened_at = time.monotonic()
         guard.server_thread_id = self.thread_id()
 
@@ -226,7 +247,7 @@ class Connection(_Base):  # type: ignore[misc]
             # Noted inside the guard: guarddb's reaper reads it while holding the guard.
             guard.autocommit = bool(on)
             if on:  # the server commits what was open
-                guard.dirty = guard.began = False
+                guard.transaction_ended()
         finally:
             if on and guard.holds_transactions and guard.txn_holder == _identity.get_ident():
                 guard.release_transaction()
@@ -238,6 +259,7 @@ class Connection(_Base):  # type: ignore[misc]
         guard.enter(None)
         try:
             _Base.begin(self)
+            guard.transaction_ended()  # the server commits what was open
             guard.began = True
         finally:
             guard.leave()
@@ -247,7 +269,7 @@ class Connection(_Base):  # type: ignore[misc]
         guard.enter(None)
         try:
             end(self)
-            guard.dirty = guard.began = False
+            guard.transaction_ended()
         finally:
             if guard.holds_transactions and guard.txn_holder == _identity.get_ident():
                 guard.release_transaction()
@@ -256,12 +278,22 @@ class Connection(_Base):  # type: ignore[misc]
     def in_transaction(self) -> bool:
         """Whether a transaction may be open, as far as the client can tell (no round trip).
 
-        True after a statement with autocommit off, or after begin(), until
-        commit() or rollback().  Transactions started or autocommit changed by
-        SQL text (``START TRANSACTION``, ``SET autocommit=0``) are not seen:
-        use begin() and autocommit().
+        True after a statement with autocommit off, or after begin() (or
+        ``BEGIN``/``START TRANSACTION`` in SQL), until commit() or rollback()
+        (or ``COMMIT``/``ROLLBACK`` in SQL, or autocommit turned on).
         """
         return self._guard.in_transaction()
+
+    def uncommitted_writes(self) -> bool:
+        """Whether the open transaction has run a statement that may have written.
+
+        Known reads (``SELECT`` without a locking clause, ``SHOW``, ...) never
+        make it true; any other statement does, conservatively, until commit
+        or rollback.  A transaction with no uncommitted writes loses nothing
+        when rolled back: guarddb's reaper may close it, and a forked child may
+        reconnect past it.  No server round trip.
+        """
+        return self._guard.uncommitted_writes()
 
     def adopt(self) -> None:
         """Make the calling thread this connection's owner (strict mode; orphans).
@@ -374,6 +406,19 @@ class Connection(_Base):  # type: ignore[misc]
         """Roll back for guarddb's lifecycle thread, which holds the slot (past the guard)."""
         _mysql.connection.rollback(self)
 
+    def _transaction_footprint(self) -> str | None:
+        """The server's word on the session's transaction, for guarddb's lifecycle thread,
+        which holds the slot (past the guard): "" if it modified and locked nothing."""
+        try:
+            _mysql.connection.query(self, _FOOTPRINT_SQL)
+            result = _mysql.connection.store_result(self)
+            rows = result.fetch_row(0) if result is not None else ()
+        except MySQLError as error:
+            if error.args and error.args[0] in _ACCESS_DENIED:
+                return None
+            return f"no answer: {error}"  # not confirmed: the connection stays
+        return _footprint(rows)
+
     def ping(self, *args: Any) -> Any:
         """Check the connection; ``ping(True)`` may reconnect (a new socket is watched).
 
@@ -426,6 +471,25 @@ class Connection(_Base):  # type: ignore[misc]
             guard.leave()
 
 
+# What the server knows of the session's InnoDB transaction (PROCESS privilege needed).
+_FOOTPRINT_SQL = (
+    b"SELECT trx_rows_modified, trx_rows_locked, trx_lock_structs"
+    b" FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()"
+)
+#: ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR.
+_ACCESS_DENIED = (1227, 1044, 1142)
+
+
+def _footprint(rows: Any) -> str:
+    """ "" if the INNODB_TRX row (if any) shows nothing modified or locked, else what it shows."""
+    if not rows:
+        return ""  # no InnoDB transaction is open
+    modified, locked, lock_structs = (int(value or 0) for value in rows[0])
+    if modified or locked or lock_structs:
+        return f"{modified} rows modified, {locked} rows locked, {lock_structs} lock structures"
+    return ""
+
+
 class CooperativeQueries:
     """``cooperative=True``: under gevent, a statement waits for the server by yielding.
 
@@ -452,9 +516,11 @@ class CooperativeQueries:
             self._query_cooperatively(query)
             return
         guard.enter(None)
-        guard.dirty = True
         try:
+            kinds = guard.statement_starts(query, None)
             self._query_cooperatively(query)
+            if not transactions.plain(kinds):
+                guard.statement_done(kinds, self)  # type: ignore[arg-type]
         finally:
             guard.leave()
 
@@ -494,8 +560,8 @@ def _cooperative_class(cls: type) -> type:
 for _name in _SERVER_CALLS:
     if hasattr(_Base, _name):  # some calls exist in one mysqlclient version only
         setattr(Connection, _name, _guarded(_name))
-for _name in _SQL_CALLS:
-    setattr(Connection, _name, _guarded(_name, sends_sql=True))
+Connection.query = _guarded_sql("query", waits_for_answer=True)  # type: ignore[method-assign]
+Connection.send_query = _guarded_sql("send_query", waits_for_answer=False)  # type: ignore[method-assign]
 for _name in _STATEMENT_CALLS:
     setattr(Connection, _name, _guarded_no_args(_name))
 del _name

@@ -21,11 +21,13 @@ from MySQLdb import ProgrammingError, _mysql
 
 from ...core import guard as _guard
 from ...core import identity as _identity
-from ...core import violations
+from ...core import transactions, violations
 from ...core.errors import GuardError
 from . import errors
 
 _c_connection = _mysql.connection
+_KINDS = transactions.KINDS
+_READ, _WRITE = transactions.READ, transactions.WRITE
 _c_leave = _guard.lib.guard_leave
 
 # The caller's identity and the guard's enter, as the statement path and the fast
@@ -91,10 +93,12 @@ class GuardedCursorMixIn:
     #: Unbuffered cursors hold the connection while their rows are unread.
     _guard_pins_results = False
 
-    def _statement(self, method: Any, *args: Any) -> Any:
+    def _statement(self, method: Any, statement: Any, *args: Any) -> Any:
         """Run a statement method of mysqlclient's inside the connection's guard.
 
-        ``execute`` has this unrolled: a change here goes there too.
+        ``statement``: the SQL it sends (what it does to the transaction is
+        noted), or None for one that sends none.  ``execute`` has this
+        unrolled: a change here goes there too.
         """
         db = self.connection  # type: ignore[attr-defined]
         if db is None:
@@ -113,12 +117,21 @@ class GuardedCursorMixIn:
                 self._guard_swap_state(me)
             self._guard_tid = me  # another thread's fetch now takes the slow path
         self._guard_epoch = _guard.epoch
-        guard.statement = args[0] if args else method.__name__
+        guard.statement = statement or method.__name__
         guard.dirty = True  # a transaction may be open until commit or rollback
+        try:
+            kinds = _KINDS.get(statement)
+        except TypeError:  # unhashable (a bytearray): classified every time
+            kinds = None
+        if kinds is not _READ and statement is not None:
+            kinds = guard.statement_starts(statement, kinds)
         # The connection calls mysqlclient makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
         try:
-            return method(*args)
+            result = method(*args)
+            if kinds is not _READ and kinds is not _WRITE and statement is not None:
+                guard.statement_done(kinds, db)  # transaction control in SQL text
+            return result
         finally:
             guard.inside = outer
             if self._guard_pins_results:
@@ -129,7 +142,7 @@ class GuardedCursorMixIn:
                 guard.wake()  # greenlets wait to enter
 
     def execute(self, query: Any, args: Any = None) -> Any:
-        # _statement(super().execute, query, args) unrolled, line for line: the
+        # _statement(super().execute, query, query, args) unrolled, line for line: the
         # hottest call there is.  Measured with bench/callgrind_roundtrip.py
         # (client instructions per execute + fetchone, exclusive mode): 55.4k
         # through _statement, 51.9k unrolled, plain mysqlclient 47.9k; the
@@ -153,10 +166,19 @@ class GuardedCursorMixIn:
         self._guard_epoch = _guard.epoch
         guard.statement = query
         guard.dirty = True  # a transaction may be open until commit or rollback
+        try:
+            kinds = _KINDS.get(query)  # what it does to the transaction, by its text
+        except TypeError:  # unhashable (a bytearray): classified every time
+            kinds = None
+        if kinds is not _READ:
+            kinds = guard.statement_starts(query, kinds)
         # The connection calls mysqlclient makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
         try:
-            return super().execute(query, args)  # type: ignore[misc]
+            result = super().execute(query, args)  # type: ignore[misc]
+            if kinds is not _READ and kinds is not _WRITE:
+                guard.statement_done(kinds, db)  # transaction control in SQL text
+            return result
         finally:
             guard.inside = outer
             if self._guard_pins_results:
@@ -221,13 +243,15 @@ class GuardedCursorMixIn:
             _c_connection.discard_result(con)
 
     def executemany(self, query: Any, args: Any) -> Any:
-        return self._statement(super().executemany, query, args)  # type: ignore[misc]
+        return self._statement(super().executemany, query, query, args)  # type: ignore[misc]
 
     def callproc(self, procname: Any, args: Any = ()) -> Any:
-        return self._statement(super().callproc, procname, args)  # type: ignore[misc]
+        # A procedure may do anything: a write, as CALL is.
+        call = f"CALL {procname}" if isinstance(procname, str) else b"CALL " + bytes(procname)
+        return self._statement(super().callproc, call, procname, args)  # type: ignore[misc]
 
     def nextset(self) -> int | None:
-        return self._statement(super().nextset)  # type: ignore[misc,no-any-return]
+        return self._statement(super().nextset, None)  # type: ignore[misc,no-any-return]
 
     def close(self) -> None:
         """Close the cursor.
