@@ -20,7 +20,8 @@ import pytest
 
 import guarddb
 from guarddb import MODES
-from guarddb.tools.bench import harness, references, workloads
+from guarddb.tools.bench import cooperative, harness, references, workloads
+from guarddb.tools.bench import report as bench_report
 from guarddb.tools.server import ENV_DSN
 
 #: The quick bench takes a few seconds; this only stops a hang from stalling the suite.
@@ -88,6 +89,8 @@ def test_the_quick_bench_prints_every_workload_and_mode(quick_run):
         assert len(rows) == len(workloads.WORKLOADS), (mode, out)
     assert "threads share one connection" in out
     assert "every call in one threading.Lock" in out
+    # Beside them, under gevent: measured, or said why not.
+    assert cooperative.TITLE in out
     assert re.search(r"targets met: (all \d+|\d+ of \d+)", out), out
     for label in ("PyMySQL", "mysql-connector-python"):
         assert label in out  # measured, or said why not
@@ -131,6 +134,16 @@ def test_the_json_has_every_number(quick_run):
     assert contention["plain_lock_calls_per_s"] > 0
     assert contention["target"] == 1.0
 
+    entry = report["cooperative"]
+    assert entry["title"] == cooperative.TITLE
+    if importlib.util.find_spec("gevent") is None:
+        assert not entry["available"] and "gevent is not installed" in entry["note"], entry
+    else:
+        assert entry["available"] and entry["gevent"], entry
+        _check_stats(entry, rounds, "cooperative")
+        assert entry["base_per_op"] > 0 and entry["other_per_op"] > 0
+        assert len(entry["base_s"]) == len(entry["other_s"]) == rounds
+
     assert set(report["reference"]) == set(references.REFERENCES)
     for name, entry in report["reference"].items():
         if not entry["available"]:
@@ -149,6 +162,18 @@ def test_the_chart_is_written(quick_run):
         assert "matplotlib" in done.stdout  # the bench said why there is no chart
         pytest.skip("matplotlib is not installed (pip install 'guarddb[bench]'): no chart to check")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_gevent_the_cooperative_row_is_skipped_saying_why(monkeypatch, capsys):
+    """gevent made unimportable (None in sys.modules): nothing runs, the report says why."""
+    monkeypatch.setitem(sys.modules, "gevent", None)
+    progress = harness.Progress(1, out=sys.stderr)
+    tables = workloads.Tables(rows="unused", many="unused")
+    entry = cooperative.run_cooperative({}, workloads.QUICK, tables, 3, progress)
+    assert not entry["available"] and progress.done == 0
+    assert entry["note"] == "not run: gevent is not installed (pip install 'gevent>=24')"
+    bench_report._cooperative_table(entry, sys.stdout)
+    assert capsys.readouterr().out == f"{cooperative.TITLE}: {entry['note']}\n"
 
 
 def test_a_bad_dsn_is_refused_without_running(tmp_path):

@@ -96,6 +96,69 @@ def test_plain_shared_cursor_scenario_goes_wrong(connect_args):
     assert outcome.kind not in ("correct", "clean error"), outcome
 
 
+# -- greenlets sharing a cursor ------------------------------------------------------------
+
+
+def greenlet_counts(outcome: Outcome) -> tuple[int, int]:
+    """Answers right and wrong over the 8 greenlets of greenlets_shared_cursor."""
+    workers = outcome.report["workers"]
+    assert sorted(workers) == [f"greenlet {n}" for n in range(1, 9)], workers
+    assert all(stats["status"] == "done" for stats in workers.values()), workers
+    return (
+        sum(stats["correct"] for stats in workers.values()),
+        sum(stats["wrong"] for stats in workers.values()),
+    )
+
+
+def test_plain_greenlets_shared_cursor_hands_every_greenlet_anothers_rows(run_scenario):
+    """Each greenlet yields between execute and fetch: every fetch is another's, no error."""
+    outcome = run_scenario("greenlets_shared_cursor", "plain")
+    assert outcome.kind == "wrong rows" and outcome.errors == {}, outcome
+    assert greenlet_counts(outcome) == (0, 400), outcome
+
+
+def test_greenlets_shared_cursor_exclusive_refuses_every_fetch_of_anothers_rows(run_scenario):
+    outcome = run_scenario("greenlets_shared_cursor", "guarddb", {})
+    assert outcome.kind == "clean error", outcome
+    assert set(outcome.errors) == {"ConcurrentUseError"}, outcome
+    right, wrong = greenlet_counts(outcome)
+    assert wrong == 0 and right + outcome.errors["ConcurrentUseError"] == 400, outcome
+
+
+def test_greenlets_shared_cursor_strict_refuses_every_greenlet_but_the_owner(run_scenario):
+    outcome = run_scenario("greenlets_shared_cursor", "guarddb", {"guard": "strict"})
+    assert outcome.errors == {"ThreadOwnershipError": 400}, outcome
+    assert greenlet_counts(outcome) == (0, 0)
+
+
+def test_greenlets_shared_cursor_mutex_gives_each_greenlet_its_own_rows(run_scenario):
+    outcome = run_scenario("greenlets_shared_cursor", "guarddb", {"guard": "mutex"})
+    assert outcome.kind == "correct" and outcome.errors == {}, outcome
+    assert greenlet_counts(outcome) == (400, 0)
+
+
+def test_the_demo_skips_the_greenlet_scenario_without_gevent(connect_args):
+    """gevent made unimportable (None in sys.modules): skipped, saying why; exit status 0."""
+    code = (
+        "import sys\n"
+        "sys.modules['gevent'] = None\n"
+        "from guarddb.tools.cli import main\n"
+        "sys.exit(main(['demo', 'greenlets_shared_cursor']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=5 * TIMEOUT,
+        env=demo_env(connect_args),
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "[1/4] greenlets_shared_cursor with plain mysqlclient" in done.stderr
+    assert "skipped: gevent is not installed (pip install 'gevent>=24'" in done.stderr
+    assert "skipped greenlets_shared_cursor: gevent is not installed" in done.stdout
+
+
 # -- Celery prefork ------------------------------------------------------------------------
 
 

@@ -78,8 +78,13 @@ def run_worker(
     cwd: str = TESTS_DIR,
     ready_timeout: float = 30.0,
     stop_timeout: float = 15.0,
+    pool: str = "prefork",
+    concurrency: int = 2,
 ) -> Iterator[Worker]:
     """Start ``celery -A app_module worker`` (prefork, 2 processes) and wait until it is ready.
+
+    ``pool`` and ``concurrency`` choose another pool (``"gevent"``: Celery patches the
+    worker with gevent before anything else is imported, and runs each task in a greenlet).
 
     On exit: SIGTERM (warm shutdown, ``worker_shutdown`` runs), then SIGKILL of its whole
     process group if it has not ended within ``stop_timeout``.
@@ -93,8 +98,8 @@ def run_worker(
         "-A",
         app_module,
         "worker",
-        "--pool=prefork",
-        "--concurrency=2",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
         "-Q",
         queue,
         "-n",

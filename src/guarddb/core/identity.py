@@ -130,11 +130,11 @@ def _on_gevent_event(event: object) -> None:
 def _listen_for_gevent() -> None:
     # gevent announces every module it patches to zope.event's subscribers; it
     # depends on zope.event, so where gevent is installed, so is zope.event.
-    if importlib.util.find_spec("gevent") is None:
-        return
     try:
+        if importlib.util.find_spec("gevent") is None:
+            return
         import zope.event
-    except ImportError:
+    except ImportError:  # not installed, or an import hook keeps it out: nothing will patch
         return
     if _on_gevent_event not in zope.event.subscribers:
         zope.event.subscribers.append(_on_gevent_event)

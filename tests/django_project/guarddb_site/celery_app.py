@@ -8,7 +8,10 @@ Signal handlers here (main process) report through files in ``state_dir``:
   (CONN_MAX_AGE keeps it): it is open when the pool forks;
 - ``ready.json``: ``worker_ready``;
 - ``shutdown.json``: at ``worker_shutdown``, whether the main process's Django session and
-  the module-level raw connection of notes.tasks are still theirs and still answer.
+  the module-level raw connection of notes.tasks are still theirs and still answer;
+- ``violations/N.json``: with ``record_violations`` in the settings' config, every guarddb
+  violation of the worker (an orphan is reported by guarddb's lifecycle, in the main
+  process under a gevent pool).
 """
 
 from __future__ import annotations
@@ -48,6 +51,35 @@ def _open_parent_session(**_: Any) -> None:
         "parent.json",
         {"pid": os.getpid(), "django_connection_id": django_connection_id(), **RAW_PARENT},
     )
+
+
+@signals.worker_init.connect
+def _record_violations(**_: Any) -> None:
+    from django.conf import settings
+
+    if not settings.CONFIG.get("record_violations") or settings.DRIVER != "guarddb":
+        return
+    import itertools
+
+    from celery_apps.state import write_json
+
+    import guarddb
+
+    directory = os.path.join(_state_dir(), "violations")
+    os.makedirs(directory, exist_ok=True)
+    numbers = itertools.count(1)
+
+    def record(violation: guarddb.Violation) -> None:
+        report = {
+            "kind": violation.kind,
+            "message": violation.message,
+            "connection_site": violation.connection_site,
+            "thread": violation.thread,
+            "pid": violation.pid,
+        }
+        write_json(directory, f"{os.getpid()}-{next(numbers)}.json", report)
+
+    guarddb.on_violation(record)
 
 
 @signals.worker_ready.connect

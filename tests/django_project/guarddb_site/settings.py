@@ -4,7 +4,9 @@ Keys: ``driver`` (``"guarddb"``, the default, or ``"plain"`` for mysqlclient its
 ``connect_args`` (guarddb's test server: unix_socket or host/port, user, password,
 database), ``name`` (the database to use), ``options`` (the backend's OPTIONS: guarddb's
 connect keywords such as ``guard`` and ``on_fork``), and for Celery ``broker``,
-``backend``, ``time_limit`` and ``state_dir`` (where the worker's processes report).
+``backend``, ``time_limit``, ``state_dir`` (where the worker's processes report),
+``db_reuse_max`` (Celery's ``DB_REUSE_MAX``: keep Django's connections across tasks) and
+``record_violations`` (the worker writes every guarddb violation to ``state_dir``).
 """
 
 from __future__ import annotations
@@ -58,3 +60,8 @@ if CONFIG.get("broker"):
     CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
     CELERY_RESULT_EXPIRES = 600
     CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+    if CONFIG.get("db_reuse_max") is not None:
+        # Celery's Django fixup then closes Django's connections every 2*N tasks, not after
+        # each one: a prefork child reuses its one connection; under a gevent pool every
+        # task's greenlet opens its own, and they stay open.
+        CELERY_DB_REUSE_MAX = CONFIG["db_reuse_max"]

@@ -17,7 +17,7 @@ import MySQLdb
 from celery import shared_task
 from celery_apps.state import rendezvous, write_json
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 
 from notes.models import Note
 
@@ -63,6 +63,37 @@ def orm_note(tag: str) -> dict[str, Any]:
         "connection_id": session,
         "rows": rows,
         "guard_mode": getattr(dbapi, "guard_mode", None),
+    }
+
+
+#: The Django connections of orm_greenlet_note's greenlets, kept as reference cycles keep
+#: them in real programs until a full garbage collection (without it, some of them would be
+#: collected, and so closed, at a moment nobody chooses).
+KEPT: list[Any] = []
+
+
+@shared_task(name="notes.orm_greenlet_note")
+def orm_greenlet_note(tag: str) -> dict[str, Any]:
+    """orm_note's ORM write and read, saying which greenlet ran it (a gevent pool's task).
+
+    ``ident`` is guarddb's identity of the caller (a greenlet's is never reused, unlike
+    gevent's names and ``threading.get_ident()``), ``greenlet`` gevent's name for it.
+    """
+    import greenlet
+
+    from guarddb.core import identity
+
+    session = django_connection_id()
+    Note.objects.create(tag=tag, pid=os.getpid(), connection_id=session)
+    rows = [list(row) for row in Note.objects.filter(tag=tag).values_list("tag", "pid")]
+    KEPT.append(connections["default"])
+    return {
+        "pid": os.getpid(),
+        "connection_id": session,
+        "rows": rows,
+        "greenlet": getattr(greenlet.getcurrent(), "name", None),
+        "ident": identity.get_ident(),
+        "guard_mode": getattr(connection.connection, "guard_mode", None),
     }
 
 

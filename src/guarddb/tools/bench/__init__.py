@@ -29,10 +29,17 @@ a child process: mysql-connector-python's C extension needs the OpenSSL it
 ships, which must be loaded before libmariadb (linked to the system's) is,
 and that would change the process the guarddb figures are measured in.
 
+Under gevent, guarddb's ``cooperative=True`` round trip (a statement waits for
+the server by yielding to the hub) is timed against plain mysqlclient in a child
+process patched with ``gevent.monkey.patch_all()`` (skipped, saying why,
+without gevent): the patch must not reach the process the other figures come
+from.
+
 The modules: :mod:`~guarddb.tools.bench.workloads` (what is timed, its sizes,
 the targets, the tables), :mod:`~guarddb.tools.bench.harness` (interleaving,
 statistics, contention, CPU pinning, the environment),
-:mod:`~guarddb.tools.bench.references` (the reference drivers' child process),
+:mod:`~guarddb.tools.bench.cooperative` (the cooperative round trip's patched
+child), :mod:`~guarddb.tools.bench.references` (the reference drivers' child process),
 :mod:`~guarddb.tools.bench.report` (the tables and the chart) and
 :mod:`~guarddb.tools.bench.command` (the options, and the whole run).
 """

@@ -1,8 +1,9 @@
 """``python -m guarddb bench``: its options, and every part of the bench against one server.
 
 :func:`run` is the command (a private MariaDB unless told of a server);
-:func:`measure` runs the control, every guard mode, the contention and the
-reference drivers against a server and returns the report.
+:func:`measure` runs the control, every guard mode, the contention, the
+cooperative round trip under gevent and the reference drivers against a server
+and returns the report.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from guarddb import MODES
 
+from .cooperative import cooperative_plan, run_cooperative
 from .harness import Progress, compare, contention, environment, pin_to_one_cpu
 from .references import reference_plan, run_references
 from .report import MATPLOTLIB_MISSING, have_matplotlib, plot, print_report
@@ -221,7 +223,10 @@ def measure(
     reference_steps = sum(
         len(WORKLOADS) * reference_rounds for e in plan.values() if e["available"]
     )
-    progress = Progress((len(MODES) + 1) * len(WORKLOADS) * rounds + rounds + reference_steps)
+    cooperative_steps = rounds if cooperative_plan()["available"] else 0
+    progress = Progress(
+        (len(MODES) + 1) * len(WORKLOADS) * rounds + rounds + cooperative_steps + reference_steps
+    )
     progress.show("creating the bench tables")
     tables = create_tables(connect_args, sizes)
     try:
@@ -243,6 +248,7 @@ def measure(
         report["control"] = run_control(connect_args, sizes, tables, rounds, progress)
         report["modes"] = run_modes(connect_args, sizes, tables, rounds, progress)
         report["contention"] = contention(connect_args, sizes, rounds, progress)
+        report["cooperative"] = run_cooperative(connect_args, sizes, tables, rounds, progress)
         report["reference"] = run_references(
             connect_args, sizes, tables, reference_rounds, progress
         )

@@ -144,6 +144,9 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     )
 
     print(file=out)
+    _cooperative_table(report.get("cooperative"), out)
+
+    print(file=out)
     references = report["reference"]
     available = [key for key in REFERENCES if references[key]["available"]]
     header = ["reference: driver/plain mysqlclient", "plain mysqlclient"]
@@ -190,6 +193,33 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     if warning:
         print(warning, file=out)
     print(f"(bench ran in {report['elapsed_s']:.0f}s)", file=out)
+
+
+def _cooperative_table(entry: dict[str, Any] | None, out: TextIO) -> None:
+    """The cooperative round trip under gevent (a patched child), or why it did not run."""
+    if entry is None:  # a report from before the row existed
+        return
+    workload = next(w for w in WORKLOADS if w.key == "roundtrip")
+    if not entry["available"] or "median" not in entry:
+        print(f"{entry['title']}: {entry['note'] or 'not run'}", file=out)
+        return
+    _table(
+        [
+            [
+                f"under gevent (monkey-patched child, gevent {entry['gevent']}), one greenlet",
+                "plain mysqlclient",
+                "guarded/plain",
+                "IQR",
+            ],
+            [
+                entry["title"],
+                _per_op(workload, entry["base_per_op"]),
+                _ratio(entry["median"]),
+                _spread(entry),
+            ],
+        ],
+        out,
+    )
 
 
 # -- the chart --------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """The demo's scenarios: :data:`SCENARIOS`, and each one's body, found by name.
 
 A body lives in a module of its own (:mod:`~guarddb.tools.demo.threads`,
-:mod:`~guarddb.tools.demo.fork`, :mod:`~guarddb.tools.demo.sscursor`: the seeds
-of DESIGN.md; :mod:`~guarddb.tools.demo.celery_prefork`,
-:mod:`~guarddb.tools.demo.leaks`, :mod:`~guarddb.tools.demo.idle_pool`: the
-frameworks and the lifecycle), imported by :func:`body` in the child that runs
-it, and only there: the command line and the other scenarios' children never
-load what a scenario needs.
+:mod:`~guarddb.tools.demo.greenlets`, :mod:`~guarddb.tools.demo.fork`,
+:mod:`~guarddb.tools.demo.sscursor`: the seeds of DESIGN.md;
+:mod:`~guarddb.tools.demo.celery_prefork`, :mod:`~guarddb.tools.demo.leaks`,
+:mod:`~guarddb.tools.demo.idle_pool`: the frameworks and the lifecycle),
+imported by :func:`body` in the child that runs it, and only there: the command
+line and the other scenarios' children never load what a scenario needs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,18 @@ SCENARIOS: OrderedDict[str, Scenario] = OrderedDict(
             "shared_cursor",
             "8 threads share one connection and one cursor (execute + fetchall)",
             Expected("clean error", "ConcurrentUseError"),
+        ),
+        Scenario(
+            "greenlets_shared_cursor",
+            "8 greenlets (gevent) share one connection and one cursor, yielding between "
+            "execute and fetchall",
+            Expected("clean error", "ConcurrentUseError"),
+            more=(
+                Variant((("guard", "strict"),), Expected("clean error", "ThreadOwnershipError")),
+                Variant((("guard", "mutex"),), Expected("correct")),
+            ),
+            requires=(("gevent", "pip install 'gevent>=24'"),),
+            gevent=True,
         ),
         Scenario(
             "fork_shared",
@@ -105,6 +117,7 @@ def missing_requirement(scenario: Scenario | str) -> str | None:
 #: DESIGN.md's, run with the connect arguments alone (else it gets the :class:`Context`).
 _BODIES: dict[str, tuple[str, str, bool]] = {
     "shared_cursor": ("threads", "shared_cursor", True),
+    "greenlets_shared_cursor": ("greenlets", "greenlets_shared_cursor", False),
     "fork_shared": ("fork", "fork_shared", True),
     "fork_child_close": ("fork", "fork_child_close", True),
     "sscursor_pending": ("sscursor", "sscursor_pending", True),

@@ -7,8 +7,8 @@ in a child process (:mod:`guarddb.tools.demo.process`).  In the child, the
 scenario's body gets a :class:`Context` and counts what each of its workers
 (thread, forked process, Celery task) saw in a :class:`Recorder`, whose JSON
 report :func:`classify` turns into an :class:`Outcome`: one of :data:`KINDS`
-(or :data:`SKIPPED`, when what the scenario needs, Celery, a broker or
-SQLAlchemy, is not there), with what was seen, for people.
+(or :data:`SKIPPED`, when what the scenario needs, Celery, a broker,
+SQLAlchemy or gevent, is not there), with what was seen, for people.
 
 The scenarios themselves are listed in :mod:`guarddb.tools.demo.catalog`.
 """
@@ -102,6 +102,9 @@ class Scenario(NamedTuple):
     #: Seconds :func:`~guarddb.tools.demo.process.run` adds to its ``timeout`` (starting a
     #: worker, watching the server).
     extra_time: float = 0.0
+    #: Its child runs ``gevent.monkey.patch_all()`` before anything else: its workers are
+    #: greenlets (it must also require gevent).
+    gevent: bool = False
 
     @property
     def variants(self) -> tuple[Variant, ...]:

@@ -9,7 +9,8 @@ caller down: a segfault, an abort or a hang is an
 
 The child is ``python -m guarddb.tools.demo --child NAME DRIVER JSON`` (JSON:
 the connect arguments; ``--options JSON``: guarddb's connect keywords;
-``--broker URL``), which runs :func:`main` here.  It prints one line,
+``--broker URL``), which runs :func:`main` here; a gevent scenario's child
+runs ``gevent.monkey.patch_all()`` first, then that module.  It prints one line,
 :data:`~guarddb.tools.demo.framework.RESULT_MARK` followed by a JSON report:
 for every worker (thread, forked process, Celery task) its count of correct
 results, wrong rows and exceptions by ``"ClassName(errno)"``, and how it ended;
@@ -102,10 +103,12 @@ def _run_child(
 ) -> Outcome:
     """Run the child of one scenario run and classify what it did (see :func:`run`)."""
     deadline = max(timeout - min(3.0, timeout * 0.25), 0.5)
+    if SCENARIOS[name].gevent:  # patched before anything else, then the same module
+        start = [python or sys.executable, "-c", _GEVENT_CHILD]
+    else:
+        start = [python or sys.executable, "-m", "guarddb.tools.demo"]
     command = [
-        python or sys.executable,
-        "-m",
-        "guarddb.tools.demo",
+        *start,
         "--deadline",
         f"{deadline:g}",
         "--options",
@@ -160,6 +163,21 @@ def _run_child(
     )
     outcome.elapsed = elapsed
     return outcome
+
+
+#: The child of a gevent scenario: ``python -m guarddb.tools.demo`` once gevent has patched
+#: the standard library, before anything else is imported (without gevent, the child says
+#: what is missing, as any child does).
+_GEVENT_CHILD = """\
+try:
+    from gevent import monkey
+except ImportError:
+    pass
+else:
+    monkey.patch_all()
+import runpy
+runpy.run_module("guarddb.tools.demo", run_name="__main__", alter_sys=True)
+"""
 
 
 def _kill_group(pgid: int) -> None:
