@@ -120,8 +120,8 @@ class GuardedCursorMixIn:
         guard.statement = statement or method.__name__
         guard.dirty = True  # a transaction may be open until commit or rollback
         try:
-            kinds = _KINDS.get(statement)
-        except TypeError:  # unhashable (a bytearray): classified every time
+            kinds = _KINDS[statement]
+        except (KeyError, TypeError):  # not classified yet, or unhashable (a bytearray)
             kinds = None
         if kinds is not _READ and statement is not None:
             kinds = guard.statement_starts(statement, kinds)
@@ -167,8 +167,10 @@ class GuardedCursorMixIn:
         guard.statement = query
         guard.dirty = True  # a transaction may be open until commit or rollback
         try:
-            kinds = _KINDS.get(query)  # what it does to the transaction, by its text
-        except TypeError:  # unhashable (a bytearray): classified every time
+            # What it does to the transaction, by its text: a subscript, not .get()
+            # (about 100 instructions less per round trip: callgrind).
+            kinds = _KINDS[query]
+        except (KeyError, TypeError):  # not classified yet, or unhashable (a bytearray)
             kinds = None
         if kinds is not _READ:
             kinds = guard.statement_starts(query, kinds)
