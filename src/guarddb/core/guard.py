@@ -171,7 +171,7 @@ class ConnectionGuard:
         # begun explicitly (``began``), and autocommit as last set.
         self.dirty = False
         self.wrote = False
-        self.locked = False
+        self.locked: bool | str = False  # or transactions.USER_LOCK: until the session ends
         self.began = False
         self.autocommit = False
         # Lifecycle (guarddb.core.lifecycle): what and when it opened, its limits,
@@ -370,12 +370,13 @@ class ConnectionGuard:
         or write): transaction control written as SQL takes effect."""
         transactions.done(self, kinds)
         if transactions.AUTOCOMMIT_SET in (kinds if isinstance(kinds, tuple) else (kinds,)):
-            self.autocommit = bool(conn.get_autocommit())  # what the server now says
-            if self.autocommit:
-                self.transaction_ended()
+            on = bool(conn.get_autocommit())  # what the server now says
+            if on != self.autocommit and (on or not self.began):
+                self.transaction_ended()  # turned on: committed; turned off: nothing open
+            self.autocommit = on
         if (
             self.holds_transactions
-            and transactions.ends_transaction(kinds)
+            and not (self.began or (self.dirty and not self.autocommit))  # it ended
             and self.txn_holder == identity.get_ident()
         ):
             self.release_transaction()
@@ -691,7 +692,8 @@ class MutexGuard(ConnectionGuard):
     def hold_transaction(self, conn: Any) -> None:
         """Inside the guard, after a statement: keep the connection while a transaction is open."""
         me = identity.get_ident()
-        if self.txn_holder != me and (self.began or not conn.get_autocommit()):
+        # Open: begun, or statements with autocommit off since the last commit or rollback.
+        if self.txn_holder != me and (self.began or (self.dirty and not conn.get_autocommit())):
             _enter(self.slot, 0, me)  # one level more, left at commit, rollback or close
             self.txn_holder = me
 

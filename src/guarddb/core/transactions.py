@@ -9,9 +9,12 @@
   ``TABLE``, ``WITH ... SELECT``; transaction-neutral ``SAVEPOINT`` statements;
 - :data:`BEGIN`, :data:`COMMIT`, :data:`ROLLBACK`, :data:`AUTOCOMMIT_ON`,
   :data:`AUTOCOMMIT_OFF`: transaction control written as SQL, which changes the
-  state exactly as the API calls do;
+  state exactly as the API calls do (``COMMIT AND CHAIN`` and ``ROLLBACK AND
+  CHAIN`` are a :data:`BEGIN`: the transaction ends and the next one begins);
 - :data:`LOCK`: takes locks that outlive a transaction (``LOCK TABLES``,
-  ``FLUSH TABLES ... WITH READ LOCK``, ``GET_LOCK()``); :data:`UNLOCK` (``UNLOCK TABLES``);
+  ``FLUSH TABLES ... WITH READ LOCK``); :data:`UNLOCK` (``UNLOCK TABLES``);
+  :data:`USER_LOCK`: any statement that calls ``GET_LOCK()`` (its lock is held
+  until ``RELEASE_LOCK()`` or the session's end, whatever else happens);
 - :data:`WRITE`: everything else, conservatively (DML, DDL, ``SET``, ``CALL``,
   ``XA``, executable comments, anything not recognised); :data:`AUTOCOMMIT_SET`
   is a ``SET`` that changes autocommit among other things (a write too; the
@@ -42,6 +45,9 @@ AUTOCOMMIT_ON = "autocommit on"
 AUTOCOMMIT_OFF = "autocommit off"
 LOCK = "lock"
 UNLOCK = "unlock"
+#: ``GET_LOCK()``: ``UNLOCK TABLES`` does not release it, and guarddb does not
+#: follow ``RELEASE_LOCK()``: the session counts as locked until it ends.
+USER_LOCK = "user lock"
 #: ``SET`` of autocommit among other things: the driver is asked afterwards.
 AUTOCOMMIT_SET = "autocommit set"
 
@@ -52,6 +58,10 @@ Kinds = Union[str, tuple[str, ...]]
 KINDS: dict[object, Kinds] = {}
 #: The cache is emptied when it grows past this (texts built without parameters).
 _CACHE_LIMIT = 4096
+#: ... or when the texts it keeps alive pass this many characters (a statement
+#: with its values written inline can be megabytes long).
+_CACHE_CHARS = 1 << 22
+_cached_chars = 0
 
 _READ_WORDS = frozenset({"SHOW", "DESCRIBE", "DESC", "EXPLAIN", "DO", "HELP", "VALUES", "TABLE"})
 _SELECT_WRITES = re.compile(
@@ -59,6 +69,7 @@ _SELECT_WRITES = re.compile(
     r"|\b(?:NEXTVAL|SETVAL|LASTVAL|NEXT\s+VALUE\s+FOR|PREVIOUS\s+VALUE\s+FOR)\b"
 )
 _LOCK_FUNCTIONS = re.compile(r"\bGET_LOCK\s*\(")
+_CHAIN = re.compile(r"\bAND\s+CHAIN\b")  # COMMIT/ROLLBACK AND CHAIN: a new one begins
 _DML_WORDS = re.compile(r"\b(?:INSERT|UPDATE|DELETE|REPLACE|CALL|LOAD)\b")
 _AUTOCOMMIT = re.compile(
     r"^SET\s+(?:SESSION\s+|LOCAL\s+|@@SESSION\s*\.\s*|@@LOCAL\s*\.\s*|@@)?AUTOCOMMIT\s*(?:=|:=)\s*"
@@ -70,6 +81,7 @@ _OFF = frozenset({"0", "OFF", "FALSE", "'OFF'", "'0'"})
 
 def classify(sql: str | bytes | bytearray) -> Kinds:
     """The kind of ``sql`` (a tuple of kinds for a multi-statement); cached by text."""
+    global _cached_chars
     kinds = KINDS.get(sql) if not isinstance(sql, bytearray) else None
     if kinds is None:
         text = sql.decode("latin-1") if isinstance(sql, (bytes, bytearray)) else str(sql)
@@ -81,9 +93,11 @@ def classify(sql: str | bytes | bytearray) -> Kinds:
         else:
             kinds = parts
         if not isinstance(sql, bytearray):
-            if len(KINDS) >= _CACHE_LIMIT:
+            if len(KINDS) >= _CACHE_LIMIT or _cached_chars > _CACHE_CHARS:
                 KINDS.clear()
+                _cached_chars = 0
             KINDS[sql] = kinds
+            _cached_chars += len(sql)
     return kinds
 
 
@@ -91,7 +105,7 @@ def writes(kinds: Kinds) -> bool:
     """Whether a statement of these kinds may leave something a rollback would lose."""
     if isinstance(kinds, tuple):
         return any(writes(kind) for kind in kinds)
-    return kinds is WRITE or kinds is LOCK or kinds is AUTOCOMMIT_SET
+    return kinds is WRITE or kinds is LOCK or kinds is USER_LOCK or kinds is AUTOCOMMIT_SET
 
 
 def plain(kinds: Kinds) -> bool:
@@ -102,8 +116,8 @@ def plain(kinds: Kinds) -> bool:
 def locks(kinds: Kinds) -> bool:
     """Whether a statement of these kinds takes locks that outlive its transaction."""
     if isinstance(kinds, tuple):
-        return LOCK in kinds
-    return kinds is LOCK
+        return LOCK in kinds or USER_LOCK in kinds
+    return kinds is LOCK or kinds is USER_LOCK
 
 
 class State(Protocol):
@@ -113,7 +127,8 @@ class State(Protocol):
     began: bool
     autocommit: bool
     wrote: bool
-    locked: bool
+    #: False, True (table locks, until UNLOCK TABLES) or USER_LOCK (until the session ends).
+    locked: bool | str
 
 
 def starting(state: State, kinds: Kinds) -> None:
@@ -125,8 +140,9 @@ def starting(state: State, kinds: Kinds) -> None:
     state.dirty = True
     if writes(kinds):
         state.wrote = True
-    if locks(kinds):
-        state.locked = True
+    if locks(kinds) and state.locked is not USER_LOCK:
+        user = USER_LOCK in kinds if isinstance(kinds, tuple) else kinds is USER_LOCK
+        state.locked = USER_LOCK if user else True
 
 
 def done(state: State, kinds: Kinds) -> None:
@@ -134,7 +150,8 @@ def done(state: State, kinds: Kinds) -> None:
 
     Exactly as the API calls do: ``BEGIN`` as ``begin()`` (the server commits
     what was open), ``COMMIT``/``ROLLBACK`` as ``commit()``/``rollback()``,
-    ``SET autocommit`` as ``autocommit()``.
+    ``SET autocommit`` as ``autocommit()`` (turning it on commits only if it was
+    off, and turning it off opens nothing: a transaction ``BEGIN`` opened stays).
     """
     for kind in kinds if isinstance(kinds, tuple) else (kinds,):
         if kind is BEGIN:
@@ -142,104 +159,89 @@ def done(state: State, kinds: Kinds) -> None:
         elif kind is COMMIT or kind is ROLLBACK:
             state.dirty = state.began = state.wrote = False
         elif kind is AUTOCOMMIT_ON:
+            if not state.autocommit:
+                state.dirty = state.began = state.wrote = False
             state.autocommit = True
-            state.dirty = state.began = state.wrote = False
         elif kind is AUTOCOMMIT_OFF:
+            if state.autocommit and not state.began:  # nothing open: statements autocommitted
+                state.dirty = state.wrote = False
             state.autocommit = False
         elif kind is UNLOCK:
-            state.locked = False
+            if state.locked is not USER_LOCK:  # GET_LOCK()'s lock stays
+                state.locked = False
         else:
             starting(state, kind)
 
 
-def ends_transaction(kinds: Kinds) -> bool:
-    """Whether the last transaction control among these kinds ends the transaction."""
-    for kind in reversed(kinds if isinstance(kinds, tuple) else (kinds,)):
-        if kind is COMMIT or kind is ROLLBACK or kind is AUTOCOMMIT_ON:
-            return True
-        if kind is BEGIN or kind is AUTOCOMMIT_OFF:
-            return False
-    return False
+#: What split() must look at: quoted text, comments, executable comments, ends of
+#: statements.  One regular expression (the scan runs in C: a text classified for
+#: the first time costs a few microseconds, not a Python loop over its characters).
+_SPECIAL = re.compile(
+    r"""'(?:[^'\\]|\\.|'')*'?"""  # 'quoted', with \' and '' inside; unterminated: to the end
+    r"""|"(?:[^"\\]|\\.|"")*"?"""
+    r"""|`(?:[^`]|``)*`?"""
+    r"|#[^\n]*|--(?:[ \t\r][^\n]*|(?=\n)|\Z)"  # to the end of the line ("--" needs whitespace)
+    r"|/\*M?!\d*"  # /*! or /*M! and the version: what follows is code for the server
+    r"|/\*.*?(?:\*/|\Z)"  # a comment (unterminated: to the end)
+    r"|\*/|;",
+    re.DOTALL,
+)
 
 
 def split(sql: str) -> list[str]:
     """The statements of ``sql``, upper-cased, comments dropped, quoted text blanked."""
     statements: list[str] = []
     current: list[str] = []
-    i, n = 0, len(sql)
+    position = 0
     in_code_comment = False  # inside /*! ... */: code for the server
-    while i < n:
-        c = sql[i]
-        if c in "'\"`":
-            end = _closing_quote(sql, i)
-            current.append(" '' " if c != "`" else " `` ")
-            i = end + 1
-        elif c == "#" or (sql.startswith("--", i) and (i + 2 >= n or sql[i + 2] in " \t\r\n")):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-            current.append(" ")
-        elif sql.startswith("/*", i):
-            if sql.startswith(("/*!", "/*M!"), i):
-                i += 4 if sql[i + 2] == "M" else 3
-                while i < n and sql[i].isdigit():
-                    i += 1  # the version the code needs
-                in_code_comment = True
-                current.append(" ")
-            else:
-                end = sql.find("*/", i + 2)
-                i = n if end < 0 else end + 2
-                current.append(" ")
-        elif in_code_comment and sql.startswith("*/", i):
-            in_code_comment = False
-            i += 2
-            current.append(" ")
-        elif c == ";":
+    for match in _SPECIAL.finditer(sql):
+        token = match.group()
+        current.append(sql[position : match.start()])
+        position = match.end()
+        first = token[0]
+        if first == ";":
             statements.append("".join(current))
             current = []
-            i += 1
+        elif first in "'\"":
+            current.append(" '' ")
+        elif first == "`":
+            current.append(" `` ")
+        elif token.startswith(("/*!", "/*M!")):
+            in_code_comment = True
+            current.append(" ")
+        elif token == "*/":
+            if in_code_comment:  # the end of an executable comment
+                in_code_comment = False
+                current.append(" ")
+            else:
+                current.append(token)
         else:
-            current.append(c)
-            i += 1
+            current.append(" ")  # a comment
+    current.append(sql[position:])
     statements.append("".join(current))
     return [" ".join(s.upper().split()) for s in statements if s.strip()]
-
-
-def _closing_quote(sql: str, start: int) -> int:
-    quote, i, n = sql[start], start + 1, len(sql)
-    while i < n:
-        c = sql[i]
-        if c == "\\" and quote != "`":
-            i += 2
-            continue
-        if c == quote:
-            if i + 1 < n and sql[i + 1] == quote:  # a doubled quote stands for itself
-                i += 2
-                continue
-            return i
-        i += 1
-    return n
 
 
 def _kind(statement: str) -> str:
     words = statement.lstrip("( ").split(" ", 2)
     first = words[0] if words else ""
     second = words[1] if len(words) > 1 else ""
+    if _LOCK_FUNCTIONS.search(statement):  # in a SELECT, a DO, a SET @x = ..., anywhere
+        return USER_LOCK
     if first == "SELECT" or (first == "WITH" and not _DML_WORDS.search(statement)):
-        if _LOCK_FUNCTIONS.search(statement):
-            return LOCK
         return WRITE if _SELECT_WRITES.search(statement) else READ
     if first in _READ_WORDS:
         if first in ("EXPLAIN", "DESCRIBE", "DESC") and second == "ANALYZE":
             return _kind(statement.split(" ", 2)[2] if len(words) > 2 else "")
-        if first == "DO" and _LOCK_FUNCTIONS.search(statement):
-            return LOCK
         return READ
     if first == "BEGIN" or (first == "START" and second == "TRANSACTION"):
         return BEGIN if statement in ("BEGIN", "BEGIN WORK") or first == "START" else WRITE
     if first == "COMMIT":
-        return COMMIT
+        return BEGIN if _CHAIN.search(statement) else COMMIT  # AND CHAIN: the next one begins
     if first == "ROLLBACK":
-        return READ if " TO " in f" {statement} " else ROLLBACK  # TO SAVEPOINT: still open
+        if " TO " in f" {statement} ":
+            return READ  # TO SAVEPOINT: still open
+        return BEGIN if _CHAIN.search(statement) else ROLLBACK
     if first == "SAVEPOINT" or (first == "RELEASE" and second == "SAVEPOINT"):
         return READ
     if first == "SET":

@@ -118,7 +118,8 @@ class GuardedCursorMixIn:
             self._guard_tid = me  # another thread's fetch now takes the slow path
         self._guard_epoch = _guard.epoch
         guard.statement = statement or method.__name__
-        guard.dirty = True  # a transaction may be open until commit or rollback
+        if statement is not None:  # nextset() runs nothing: its statement counted already
+            guard.dirty = True  # a transaction may be open until commit or rollback
         try:
             kinds = _KINDS[statement]
         except (KeyError, TypeError):  # not classified yet, or unhashable (a bytearray)
