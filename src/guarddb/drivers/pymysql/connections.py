@@ -254,6 +254,11 @@ class Connection(_Base):  # type: ignore[misc]
 
     def __del__(self) -> None:
         try:
+            result = self.__dict__.get("_result")
+            if result is not None and result.unbuffered_active:
+                # Its rows go with the session: PyMySQL would try to read them from
+                # the closed socket when the result is freed, and print the error.
+                result.unbuffered_active = False
             guard = self.__dict__.get("_guard")
             if guard is not None and guard.slot is not None:
                 if guard.forked():
