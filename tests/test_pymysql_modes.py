@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import warnings
 
@@ -286,6 +287,21 @@ def test_a_user_unbuffered_class_holds_the_connection_until_read_out(pymysql_con
         rows(conn)
     assert [row["seq"] for row in iter(cursor.fetchone, None)] == [2, 3]
     assert rows(conn) == ((1,),)
+
+
+class OrderedDictCursor(pymysql.cursors.DictCursorMixin, pymysql.cursors.Cursor):
+    """A user's class built from PyMySQL's mixin (its own _do_get_result and dict_type)."""
+
+    dict_type = collections.OrderedDict
+
+
+@pytest.mark.parametrize("mode", ["exclusive", "mutex"])
+def test_a_user_class_with_its_own_statement_internals(pymysql_connect, mode):
+    cursor = pymysql_connect(guard=mode).cursor(OrderedDictCursor)
+    cursor.execute("SELECT 1 AS a, 2 AS b")
+    row = cursor.fetchone()
+    assert type(row) is collections.OrderedDict and list(row.items()) == [("a", 1), ("b", 2)]
+    assert cursor.rowcount == 1 and cursor.description[1][0] == "b"
 
 
 def test_cursorclass_keyword_takes_a_pymysql_class(pymysql_connect):

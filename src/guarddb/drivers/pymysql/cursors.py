@@ -164,19 +164,56 @@ class GuardedCursorMixIn:
             return super().nextset()  # type: ignore[misc]  # inside this thread's statement
         return self._guard_statement(super().nextset)  # type: ignore[misc]
 
-    # PyMySQL's per-statement internal, re-implemented with its exact
-    # behaviour: inside a statement the guard is held already, so it calls
-    # PyMySQL's own Connection.query, not guarddb's guarded one.
+    #: Unbuffered cursors (SSCursor) read their rows from the server as they are fetched.
+    _guard_unbuffered = False
+
+    # PyMySQL's per-statement internals, re-implemented with its exact
+    # behaviour: inside a statement the guard is held already, so they call
+    # PyMySQL's own Connection.query, not guarddb's guarded one; and _query()
+    # has _get_db(), _clear_result() and _do_get_result() written out (four
+    # frames less on the hottest path, bench/callgrind_roundtrip.py).  A class
+    # with its own of those gets _guard_query_calling() instead (guarded_class).
 
     def _query(self, q: Any) -> Any:
-        conn = self._get_db()  # type: ignore[attr-defined]
-        self._clear_result()  # type: ignore[attr-defined]
+        conn = self.connection  # type: ignore[attr-defined]
+        if not conn:
+            raise ProgrammingError("Cursor closed")
+        self.rownumber = 0  # type: ignore[attr-defined]
+        self._result = None  # type: ignore[attr-defined]
+
+        self.rowcount = 0  # type: ignore[attr-defined]
+        self.warning_count = 0  # type: ignore[attr-defined]
+        self.description = None  # type: ignore[attr-defined]
+        self.lastrowid = None  # type: ignore[attr-defined]
+        self._rows = None  # type: ignore[attr-defined]
         try:
-            conn._pymysql_query(q)  # guarddb's: PyMySQL's own query(), past the guard
+            conn._pymysql_query(q, self._guard_unbuffered)  # PyMySQL's own, past the guard
         except AttributeError:
             if hasattr(conn, "_pymysql_query"):
                 raise  # from inside query()
-            conn.query(q)  # a plain PyMySQL connection
+            conn.query(q, self._guard_unbuffered)  # a plain PyMySQL connection
+        conn = self.connection  # type: ignore[attr-defined]
+        if not conn:
+            raise ProgrammingError("Cursor closed")
+        self._result = result = conn._result
+
+        self.rowcount = result.affected_rows  # type: ignore[attr-defined]
+        self.warning_count = result.warning_count  # type: ignore[attr-defined]
+        self.description = result.description  # type: ignore[attr-defined]
+        self.lastrowid = result.insert_id  # type: ignore[attr-defined]
+        self._rows = result.rows  # type: ignore[attr-defined]
+        return self.rowcount  # type: ignore[attr-defined]
+
+    def _guard_query_calling(self, q: Any) -> Any:
+        """_query() for a class with its own _get_db(), _clear_result() or _do_get_result()."""
+        conn = self._get_db()  # type: ignore[attr-defined]
+        self._clear_result()  # type: ignore[attr-defined]
+        try:
+            conn._pymysql_query(q, self._guard_unbuffered)
+        except AttributeError:
+            if hasattr(conn, "_pymysql_query"):
+                raise
+            conn.query(q, self._guard_unbuffered)
         self._do_get_result()  # type: ignore[attr-defined]
         return self.rowcount  # type: ignore[attr-defined]
 
@@ -375,6 +412,7 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
     """
 
     _guard_pins_results = True
+    _guard_unbuffered = True
 
     def execute(self, query: Any, args: Any = None) -> Any:
         # GuardedCursorMixIn.execute, with the pin: a change there goes here too.
@@ -416,18 +454,6 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
             if guard.holds_transactions:
                 guard.hold_transaction(db)
             guard.leave()
-
-    def _query(self, q: Any) -> Any:
-        conn = self._get_db()  # type: ignore[attr-defined]
-        self._clear_result()  # type: ignore[attr-defined]
-        try:
-            conn._pymysql_query(q, unbuffered=True)  # past the guard, as above
-        except AttributeError:
-            if hasattr(conn, "_pymysql_query"):
-                raise  # from inside query()
-            conn.query(q, unbuffered=True)  # a plain PyMySQL connection
-        self._do_get_result()  # type: ignore[attr-defined]
-        return self.rowcount  # type: ignore[attr-defined]
 
     def _guard_settle(self, guard: Any, db: Any) -> None:
         """Still inside the statement's guard: unread rows keep it held, read-out ones not."""
@@ -535,6 +561,7 @@ class DictCursor(GuardedBufferedMixIn, _pc.DictCursor):
     """Rows as dictionaries, the result read into the client."""
 
     __module__ = "guarddb.pymysql.cursors"
+    _query = GuardedCursorMixIn._guard_query_calling  # DictCursorMixin's _do_get_result
 
 
 class SSCursor(GuardedUnbufferedMixIn, _pc.SSCursor):
@@ -547,6 +574,7 @@ class SSDictCursor(GuardedUnbufferedMixIn, _pc.SSDictCursor):
     """Rows as dictionaries, read from the server row by row (unbuffered)."""
 
     __module__ = "guarddb.pymysql.cursors"
+    _query = GuardedCursorMixIn._guard_query_calling  # DictCursorMixin's _do_get_result
 
 
 _PREDEFINED = {
@@ -599,6 +627,63 @@ class PerThreadResultsMixIn:
     lastrowid = _per_thread_attribute("lastrowid")
     rownumber = _per_thread_attribute("rownumber")
     warning_count = _per_thread_attribute("warning_count")
+
+    # A statement writes these a dozen times; inside it the state in place is
+    # the calling thread's, so PyMySQL's per-statement internals, re-implemented
+    # here with its exact behaviour, write the slots, not through the
+    # properties (each a Python call).  guarded_class() keeps a class's own.
+
+    def _clear_result(self) -> None:
+        self._pt_rownumber = 0
+        self._result = None
+
+        self._pt_rowcount = 0
+        self._pt_warning_count = 0
+        self._pt_description = None
+        self._pt_lastrowid = None
+        self._rows = None
+
+    def _do_get_result(self) -> None:
+        conn = self._get_db()  # type: ignore[attr-defined]
+
+        self._result = result = conn._result
+
+        self._pt_rowcount = result.affected_rows
+        self._pt_warning_count = result.warning_count
+        self._pt_description = result.description
+        self._pt_lastrowid = result.insert_id
+        self._rows = result.rows
+
+    def _query(self, q: Any) -> Any:
+        # GuardedCursorMixIn._query, over the slots.
+        conn = self.connection  # type: ignore[attr-defined]
+        if not conn:
+            raise ProgrammingError("Cursor closed")
+        self._pt_rownumber = 0
+        self._result = None
+
+        self._pt_rowcount = 0
+        self._pt_warning_count = 0
+        self._pt_description = None
+        self._pt_lastrowid = None
+        self._rows = None
+        try:
+            conn._pymysql_query(q, self._guard_unbuffered)  # type: ignore[attr-defined]
+        except AttributeError:
+            if hasattr(conn, "_pymysql_query"):
+                raise
+            conn.query(q, self._guard_unbuffered)  # type: ignore[attr-defined]
+        conn = self.connection  # type: ignore[attr-defined]
+        if not conn:
+            raise ProgrammingError("Cursor closed")
+        self._result = result = conn._result
+
+        self._pt_rowcount = result.affected_rows
+        self._pt_warning_count = result.warning_count
+        self._pt_description = result.description
+        self._pt_lastrowid = result.insert_id
+        self._rows = result.rows
+        return self._pt_rowcount
 
 
 class PerThreadBufferedMixIn(PerThreadResultsMixIn):
@@ -669,7 +754,38 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
         return result
 
 
+class PerThreadUnbufferedMixIn(PerThreadResultsMixIn):
+    """mutex mode, unbuffered cursors: fetchone and _query over the per-thread slots.
+
+    GuardedUnbufferedMixIn's, with rownumber and warning_count read and written
+    in their slots: once per row.  While rows are unread the connection's lock
+    is held, so no other thread's state can come in between.
+    """
+
+    __slots__ = ()
+
+    def fetchone(self) -> Any:
+        """Fetch next row."""
+        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
+        if not self._executed:  # type: ignore[attr-defined]
+            raise ProgrammingError("execute() first")
+        try:
+            row = self.read_next()  # type: ignore[attr-defined]
+        except BaseException:
+            self._guard_settle_read()  # type: ignore[attr-defined]
+            raise
+        if row is None:
+            self._pt_warning_count = self._result.warning_count  # type: ignore[attr-defined]
+            self._guard_settle_read()  # type: ignore[attr-defined]
+            return None
+        self._pt_rownumber += 1
+        return row
+
+
 _FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__next__")
+#: What guarddb's _query() has written out: a class with its own gets the calling one.
+_QUERY_INTERNALS = ("_get_db", "_clear_result", "_do_get_result")
 
 
 def _checked(method: Any, settles: bool) -> Any:
@@ -724,10 +840,18 @@ def _guarded_class(cls: type, per_thread_results: bool) -> type:
             return cls
         guarded = _guarded_class(cls, False)
         mixin: type = (
-            PerThreadResultsMixIn if issubclass(cls, _pc.SSCursor) else PerThreadBufferedMixIn
+            PerThreadUnbufferedMixIn if issubclass(cls, _pc.SSCursor) else PerThreadBufferedMixIn
         )
-        # A fetch method of the class's own stays in front of the fast ones.
-        own = {name: vars(guarded)[name] for name in _FETCH_METHODS if name in vars(guarded)}
+        # A fetch method or statement internal of the class's own stays in front
+        # of the re-implemented ones (DictCursor's _do_get_result, for one).
+        own = {
+            name: vars(guarded)[name]
+            for name in (*_FETCH_METHODS, "_query")
+            if name in vars(guarded)
+        }
+        for name in ("_clear_result", "_do_get_result"):
+            if getattr(cls, name) is not getattr(_pc.Cursor, name):
+                own[name] = getattr(cls, name)
         return type(guarded.__name__, (mixin, guarded), {"__module__": guarded.__module__, **own})
     if issubclass(cls, GuardedCursorMixIn):
         return cls
@@ -748,6 +872,8 @@ def _guarded_class(cls: type, per_thread_results: bool) -> type:
         own["__next__"] = _pc.Cursor.__next__  # iteration goes through the class's own fetchone
     if cls._query is not plain._query:
         own["_query"] = cls._query  # a class's own statement internal wins over guarddb's
+    elif any(getattr(cls, name) is not getattr(_pc.Cursor, name) for name in _QUERY_INTERNALS):
+        own["_query"] = GuardedCursorMixIn._guard_query_calling  # calls the class's own
     if cls.nextset is not plain.nextset or cls._nextset is not plain._nextset:
         own["nextset"] = GuardedCursorMixIn._guard_nextset  # the class's own, always
         own["execute"] = _execute_through(cls.execute)  # PyMySQL's calls it
