@@ -417,3 +417,67 @@ def test_pymysql_s_layer_and_face_import_no_mysqldb():
                 or module in ("guarddb", "guarddb.connections", "guarddb.cursors", "guarddb.errors")
             }
             assert not wrong, f"{name} imports {wrong}"
+
+
+_SQLALCHEMY = """
+    import json, sys, threading
+
+    class NoMySQLdb:  # SQLAlchemy's CLIENT flags must come from PyMySQL's package
+        def find_spec(self, name, path=None, target=None):
+            if name == "MySQLdb" or name.startswith("MySQLdb."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, NoMySQLdb())
+    import guarddb.pymysql
+    guarddb.pymysql.install_as_pymysql()
+    import sqlalchemy
+    from guarddb.contrib.sqlalchemy import guard_engine
+
+    args = json.loads(sys.argv[1])
+    url = sqlalchemy.engine.URL.create(
+        "mysql+pymysql", username=args["user"], password=args.get("password"),
+        host=args.get("host"), port=args.get("port"), database=args["database"],
+        query={"unix_socket": args["unix_socket"]} if "unix_socket" in args else {},
+    )
+    engine = guard_engine(sqlalchemy.create_engine(
+        url, pool_size=2, pool_pre_ping=True, connect_args={"guard": "strict"}
+    ))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS t (id INT, v INT)")
+    wrong = []
+
+    def work(n):
+        for i in range(30):
+            with engine.connect() as conn:  # checkout: adopted by this thread (strict)
+                if conn.exec_driver_sql("SELECT %s", (n * 100 + i,)).scalar() != n * 100 + i:
+                    wrong.append((n, i))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with engine.begin() as conn:
+        raw = conn.connection.dbapi_connection
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS same_value (id INT, v INT)")
+        conn.exec_driver_sql("DELETE FROM same_value")
+        conn.exec_driver_sql("INSERT INTO same_value VALUES (1, 1)")
+        # FOUND_ROWS (SQLAlchemy's client flag): a row matched, though unchanged, counts.
+        matched = conn.exec_driver_sql("UPDATE same_value SET v = 1 WHERE id = 1").rowcount
+    print(json.dumps({
+        "wrong": wrong,
+        "connection": type(raw).__module__,
+        "mode": raw.guard_mode,
+        "matched": matched,
+    }))
+"""
+
+
+def test_sqlalchemy_mysql_pymysql_with_install_as_pymysql_and_guard_engine(connect_args):
+    pytest.importorskip("sqlalchemy", reason="SQLAlchemy (guarddb's test extra)")
+    assert run(_SQLALCHEMY, connect_args) == {
+        "wrong": [],
+        "connection": "guarddb.pymysql.connections",
+        "mode": "strict",
+        "matched": 1,
+    }
