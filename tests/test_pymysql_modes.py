@@ -314,9 +314,11 @@ def test_cursorclass_keyword_takes_a_pymysql_class(pymysql_connect):
         assert type(ss) is guarddb.pymysql.cursors.SSCursor
 
 
-def test_not_a_cursor_class_is_a_type_error(pymysql_connect):
+def test_not_a_cursor_class_is_a_type_error(pymysql_connect, connect_args):
     with pytest.raises(TypeError, match="not a PyMySQL cursor class"):
         pymysql_connect().cursor(dict)
+    with pytest.raises(TypeError, match="not a PyMySQL cursor class"):
+        guarddb.pymysql.connect(cursorclass=dict, **connect_args)  # before it connects
 
 
 class QueryLoggingCursor(pymysql.cursors.Cursor):

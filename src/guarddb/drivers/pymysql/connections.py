@@ -131,6 +131,8 @@ class Connection(_Base):  # type: ignore[misc]
             on_idle=on_idle,
             close_orphans=close_orphans,
         )
+        if kwargs.get("cursorclass") is not None:
+            cursors.guarded_class(kwargs["cursorclass"])  # not a PyMySQL cursor: before connecting
         self._guard = make_guard(chosen, caller_site(), errors)
         self._guard.connection = weakref.ref(self)
         #: Session state changed through the API since connect, that PyMySQL's own
