@@ -355,7 +355,7 @@ def test_a_parent_thread_reading_at_fork_does_not_hang_the_child(
     on_fork = "reconnect" if what == "reconnect" else "raise"
     holder = [guarddb.pymysql.connect(**connect_args, on_fork=on_fork, autocommit=True)]
     session = query(holder[0])
-    blocked = Blocked(holder[0], pymysql_connect())
+    blocked = Blocked(holder[0], pymysql_connect(), locking=False)  # no lock: reconnect allowed
     try:
         wait_until(lambda: _reading(blocked.thread))
 

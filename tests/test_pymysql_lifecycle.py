@@ -275,7 +275,7 @@ def test_on_idle_reconnect_opens_a_fresh_session_as_the_old_one_was(pymysql_conn
 
 def test_never_closed_in_a_transaction_with_unread_rows_or_in_a_call(pymysql_connect, watcher):
     in_txn = pymysql_connect(max_idle=0.2)  # autocommit off
-    one(in_txn, "SELECT 1")
+    one(in_txn, "SELECT 1 FOR UPDATE")  # a locking read: a write, as far as guarddb knows
     unread = pymysql_connect(max_idle=0.2, autocommit=True)
     ss = unread.cursor(guarddb.pymysql.cursors.SSCursor)
     ss.execute("SELECT 1 UNION SELECT 2")

@@ -113,12 +113,16 @@ def unread_rows(conn):
 @pytest.mark.parametrize(
     ("open_something", "what"),
     [
-        (lambda conn: one(conn, "SELECT 1"), "a transaction was open"),
-        (lambda conn: (conn.autocommit(True), conn.begin()), "a transaction was open"),
-        (lambda conn: conn.query("DO 1"), "a transaction was open"),
+        (lambda conn: one(conn, "SELECT 1 FOR UPDATE"), "a transaction was open and had written"),
+        (
+            lambda conn: (conn.autocommit(True), conn.begin(), one(conn, "SELECT @a := 1 INTO @b")),
+            "a transaction was open and had written",
+        ),
+        (lambda conn: conn.query("SET @x = 1"), "a transaction was open"),
+        (lambda conn: conn.query("SELECT GET_LOCK('guarddb-fork', 0)"), "holds locks"),
         (lambda conn: unread_rows(conn), "still unread"),
     ],
-    ids=["statement-autocommit-off", "begin", "query", "unread-sscursor"],
+    ids=["locking-read", "begin-then-write", "query", "get-lock", "unread-sscursor"],
 )
 def test_refused_when_work_would_be_lost(pymysql_connect, open_something, what):
     conn = pymysql_connect(on_fork="reconnect", autocommit=False)
@@ -202,7 +206,7 @@ def test_grandchild_reconnects_from_the_child_s_session(pymysql_connect):
 
 def test_reconnects_when_a_parent_thread_was_inside_a_call_at_fork(pymysql_connect):
     conn = pymysql_connect(on_fork="reconnect", autocommit=True)
-    blocked = Blocked(conn, pymysql_connect())
+    blocked = Blocked(conn, pymysql_connect(), locking=False)  # a lock taken refuses a reconnect
     try:
         answer = in_forked_child(lambda: one(conn, "SELECT 5")[0])
     finally:

@@ -24,7 +24,7 @@ import pymysql.cursors as _pc
 from pymysql import err
 from pymysql.constants import COMMAND
 
-from ...core import identity, lifecycle
+from ...core import identity, lifecycle, transactions
 from ...core.guard import ANY_USER, ConnectionGuard, make_guard
 from ...core.settings import settings
 from ...core.sites import add_library_dir, caller_site
@@ -56,12 +56,16 @@ def _guarded(name: str, sends_sql: bool = False) -> Callable[..., Any]:
         if guard.inside == me:  # part of a statement or call of this thread's, entered already
             return unguarded(self, *args, **kwargs)
         guard.enter(None)
+        kinds = transactions.READ
         if sends_sql:
-            guard.dirty = True  # a transaction may be open until commit or rollback
             guard.statement = args[0] if args else kwargs.get("sql")
+            kinds = guard.statement_starts(guard.statement, None)
         outer, guard.inside = guard.inside, me
         try:
-            return unguarded(self, *args, **kwargs)
+            result = unguarded(self, *args, **kwargs)
+            if not transactions.plain(kinds):
+                guard.statement_done(kinds, self)  # transaction control in SQL text
+            return result
         finally:
             guard.inside = outer
             guard.leave()
@@ -191,7 +195,8 @@ class Connection(_Base):  # type: ignore[misc]
         guard.watch_socket(self._sock.fileno())
         guard.label = f"MySQL connection {self.thread_id()} ({self.host_info})"
         guard.autocommit = bool(self.get_autocommit())
-        guard.dirty = guard.began = False  # the session's own set-up opened no transaction
+        guard.transaction_ended()  # the session's own set-up opened no transaction
+        guard.locked = False
         guard.opened_at = time.monotonic()
         guard.server_thread_id = self.thread_id()
         self._sessions += 1
@@ -322,6 +327,18 @@ class Connection(_Base):  # type: ignore[misc]
         """Roll back for guarddb's lifecycle thread, which holds the slot (past the guard)."""
         _Base.rollback(self)
 
+    def _transaction_footprint(self) -> str | None:
+        """The server's word on the session's transaction, for guarddb's lifecycle thread,
+        which holds the slot (past the guard): "" if it modified and locked nothing."""
+        try:
+            _Base.query(self, transactions.FOOTPRINT_SQL)
+            rows = self._result.rows if self._result is not None else ()
+        except err.MySQLError as error:
+            if error.args and error.args[0] in transactions.ACCESS_DENIED:
+                return None
+            return f"no answer: {error}"  # not confirmed: the connection stays
+        return transactions.footprint(rows)
+
     def ping(self, reconnect: bool = _PING_RECONNECTS) -> Any:
         """Check the connection; ``ping(reconnect=True)`` may reconnect (a new socket is watched).
 
@@ -364,7 +381,7 @@ class Connection(_Base):  # type: ignore[misc]
         guard.enter(None)
         try:
             end(self)
-            guard.dirty = guard.began = False
+            guard.transaction_ended()
         finally:
             if guard.holds_transactions and guard.txn_holder == identity.get_ident():
                 guard.release_transaction()
@@ -376,7 +393,8 @@ class Connection(_Base):  # type: ignore[misc]
         guard.enter(None)
         try:
             _Base.begin(self)
-            guard.began = guard.dirty = True  # BEGIN is a statement (as mysqlclient sends it)
+            guard.transaction_ended()  # the server commits what was open
+            guard.began = True
         finally:
             guard.leave()
 
@@ -389,7 +407,7 @@ class Connection(_Base):  # type: ignore[misc]
             # Noted inside the guard: guarddb's reaper reads it while holding the guard.
             guard.autocommit = bool(value)
             if value:  # the server commits what was open
-                guard.dirty = guard.began = False
+                guard.transaction_ended()
         finally:
             if value and guard.holds_transactions and guard.txn_holder == identity.get_ident():
                 guard.release_transaction()
@@ -398,12 +416,21 @@ class Connection(_Base):  # type: ignore[misc]
     def in_transaction(self) -> bool:
         """Whether a transaction may be open, as far as the client can tell (no round trip).
 
-        True after a statement with autocommit off, or after begin(), until
-        commit() or rollback().  Transactions started or autocommit changed by
-        SQL text (``START TRANSACTION``, ``SET autocommit=0``) are not seen:
-        use begin() and autocommit().
+        True after a statement with autocommit off, or after begin() (or
+        ``BEGIN``/``START TRANSACTION`` in SQL), until commit() or rollback()
+        (or ``COMMIT``/``ROLLBACK`` in SQL, or autocommit turned on).
         """
         return self._guard.in_transaction()
+
+    def uncommitted_writes(self) -> bool:
+        """Whether the open transaction has run a statement that may have written.
+
+        As :meth:`guarddb.connections.Connection.uncommitted_writes`: known reads
+        never make it true; a transaction without uncommitted writes loses
+        nothing when rolled back (the reaper may close it, a forked child may
+        reconnect past it).  No server round trip.
+        """
+        return self._guard.uncommitted_writes()
 
     def select_db(self, db: Any) -> None:
         """Make ``db`` the session's default database."""

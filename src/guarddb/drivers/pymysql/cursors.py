@@ -23,13 +23,15 @@ import pymysql.cursors as _pc
 from pymysql.err import ProgrammingError
 
 from ...core import guard as _guard
-from ...core import identity, violations
+from ...core import identity, transactions, violations
 from ...core.errors import GuardError
 from . import errors
 
 #: PyMySQL 1.1's execute() binds arguments with mogrify() (always); 1.2's with
 #: _mogrify(), only when there are some.
 _EXECUTE_MOGRIFIES = "_mogrify" not in _pc.Cursor.execute.__code__.co_names
+_KINDS = transactions.KINDS
+_READ, _WRITE = transactions.READ, transactions.WRITE
 
 #: What a statement leaves in a cursor, as mutex mode stores it: each thread has its own.
 _FRESH_RESULT_STATE = {
@@ -87,6 +89,12 @@ class GuardedCursorMixIn:
         self._guard_epoch = _guard.epoch
         guard.statement = query
         guard.dirty = True  # a transaction may be open until commit or rollback
+        try:
+            kinds = _KINDS[query]  # what it does to the transaction, by its text
+        except (KeyError, TypeError):  # not classified yet, or unhashable
+            kinds = None
+        if kinds is not _READ:
+            kinds = guard.statement_starts(query, kinds)
         # The connection calls PyMySQL makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
         try:
@@ -103,6 +111,8 @@ class GuardedCursorMixIn:
                 query = self._mogrify(query, args)
             rows = self._query(query)
             self._executed = query
+            if kinds is not _READ and kinds is not _WRITE:
+                guard.statement_done(kinds, db)  # transaction control in SQL text
             return rows
         finally:
             guard.inside = outer
@@ -123,11 +133,17 @@ class GuardedCursorMixIn:
                 self._guard_swap_state(me)
             self._guard_tid = me
         self._guard_epoch = _guard.epoch
-        guard.statement = args[0] if args else method.__name__
-        guard.dirty = True
+        statement = args[0] if args else None
+        if method.__name__ == "callproc":  # a procedure may do anything: a write, as CALL is
+            statement = f"CALL {statement}"
+        guard.statement = statement or method.__name__
+        kinds = guard.statement_starts(statement, None) if statement is not None else _READ
         outer, guard.inside = guard.inside, me
         try:
-            return method(*args)
+            result = method(*args)
+            if kinds is not _READ and kinds is not _WRITE:
+                guard.statement_done(kinds, db)  # transaction control in SQL text
+            return result
         finally:
             guard.inside = outer
             if self._guard_pins_results:
@@ -432,6 +448,12 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
         self._guard_epoch = _guard.epoch
         guard.statement = query
         guard.dirty = True
+        try:
+            kinds = _KINDS[query]  # what it does to the transaction, by its text
+        except (KeyError, TypeError):  # not classified yet, or unhashable
+            kinds = None
+        if kinds is not _READ:
+            kinds = guard.statement_starts(query, kinds)
         outer, guard.inside = guard.inside, me
         try:
             # PyMySQL's execute().  Its first step, ``while self.nextset():
@@ -447,6 +469,8 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
                 query = self._mogrify(query, args)
             rows = self._query(query)
             self._executed = query
+            if kinds is not _READ and kinds is not _WRITE:
+                guard.statement_done(kinds, db)  # transaction control in SQL text
             return rows
         finally:
             guard.inside = outer
