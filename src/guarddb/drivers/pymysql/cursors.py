@@ -16,7 +16,6 @@ Any subclass of ``pymysql.cursors.Cursor`` given to ``conn.cursor(cls)`` or
 from __future__ import annotations
 
 import functools
-import threading
 from typing import Any, Callable
 
 import pymysql.cursors as _pc
@@ -241,10 +240,9 @@ class GuardedCursorMixIn:
         """
         states = self._guard_states  # type: ignore[attr-defined]
         previous, self._guard_tid = self._guard_tid, me
-        alive = threading._active  # type: ignore[attr-defined]
-        for ended in [tid for tid in states if tid not in alive]:
+        for ended in [tid for tid in states if not identity.alive(tid)]:
             del states[ended]  # results of threads that ended without coming back
-        if previous in alive:
+        if identity.alive(previous):
             states[previous] = {name: getattr(self, name, None) for name in _RESULT_STATE}
         for name, value in states.pop(me, _FRESH_RESULT_STATE).items():
             setattr(self, name, value)
