@@ -256,7 +256,10 @@ class ConnectionGuard:
         yields to its hub until a leave wakes it (:meth:`wake`).
         """
         me = identity.get_ident()
-        if not identity.greenlets:
+        if not identity.greenlets or not identity.runs_a_hub():
+            # An OS thread with no gevent hub runs no greenlets to yield to: it sleeps
+            # in C (and must not make itself a hub: gevent's hub creation imports
+            # modules, and two threads doing that at once deadlock on the import lock).
             return int(_enter_wait(self.slot, flags, int(seconds * 1e9), me))
         return self._green_wait(flags, seconds, me)
 

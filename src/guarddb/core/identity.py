@@ -148,6 +148,15 @@ if not greenlets:
 # -- what an identity is --------------------------------------------------------------------
 
 
+def runs_a_hub() -> bool:
+    """Whether the calling OS thread runs a gevent hub (so its greenlets wait by yielding)."""
+    try:
+        from gevent._hub_local import get_hub_if_exists
+    except ImportError:  # an older or newer gevent: take any patched thread for one
+        return True
+    return get_hub_if_exists() is not None
+
+
 def is_greenlet(ident: int) -> bool:
     """Whether ``ident`` names a greenlet (not a thread's own greenlet or an OS thread)."""
     return ident in _greenlets

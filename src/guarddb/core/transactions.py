@@ -174,18 +174,20 @@ def done(state: State, kinds: Kinds) -> None:
 
 
 #: What split() must look at: quoted text, comments, executable comments, ends of
-#: statements.  One regular expression (the scan runs in C: a text classified for
-#: the first time costs a few microseconds, not a Python loop over its characters).
-_SPECIAL = re.compile(
+#: statements.  Regular expressions (the scan runs in C: a text classified for the
+#: first time costs a few microseconds, not a Python loop over its characters).
+_SPECIAL_TEXT = (
     r"""'(?:[^'\\]|\\.|'')*'?"""  # 'quoted', with \' and '' inside; unterminated: to the end
     r"""|"(?:[^"\\]|\\.|"")*"?"""
     r"""|`(?:[^`]|``)*`?"""
     r"|#[^\n]*|--(?:[ \t\r][^\n]*|(?=\n)|\Z)"  # to the end of the line ("--" needs whitespace)
     r"|/\*M?!\d*"  # /*! or /*M! and the version: what follows is code for the server
     r"|/\*.*?(?:\*/|\Z)"  # a comment (unterminated: to the end)
-    r"|\*/|;",
-    re.DOTALL,
+    r"|;"
 )
+_SPECIAL = re.compile(_SPECIAL_TEXT, re.DOTALL)
+#: The same inside /*! ... */, whose */ ends it.
+_SPECIAL_IN_CODE = re.compile(_SPECIAL_TEXT + r"|\*/", re.DOTALL)
 
 
 def split(sql: str) -> list[str]:
@@ -193,8 +195,11 @@ def split(sql: str) -> list[str]:
     statements: list[str] = []
     current: list[str] = []
     position = 0
-    in_code_comment = False  # inside /*! ... */: code for the server
-    for match in _SPECIAL.finditer(sql):
+    special = _SPECIAL  # _SPECIAL_IN_CODE inside /*! ... */: code for the server
+    while True:
+        match = special.search(sql, position)
+        if match is None:
+            break
         token = match.group()
         current.append(sql[position : match.start()])
         position = match.end()
@@ -207,14 +212,11 @@ def split(sql: str) -> list[str]:
         elif first == "`":
             current.append(" `` ")
         elif token.startswith(("/*!", "/*M!")):
-            in_code_comment = True
+            special = _SPECIAL_IN_CODE
             current.append(" ")
-        elif token == "*/":
-            if in_code_comment:  # the end of an executable comment
-                in_code_comment = False
-                current.append(" ")
-            else:
-                current.append(token)
+        elif token == "*/":  # the end of an executable comment
+            special = _SPECIAL
+            current.append(" ")
         else:
             current.append(" ")  # a comment
     current.append(sql[position:])
