@@ -76,9 +76,11 @@ check_packaging() {
     .venv/bin/python -m build --outdir "$out/dist" . >"$out/build.log" 2>&1 \
         || { cat "$out/build.log"; return 1; }
     "$PYTHON" -m venv "$out/fresh"
-    "$out/fresh/bin/python" -m pip install -q "$out"/dist/guarddb-*.whl
+    "$out/fresh/bin/python" -m pip install -q "$(ls "$out"/dist/guarddb-*.whl)[pymysql]"
+    # No mysqlclient there: guarddb.pymysql must need none.
     (cd "$out" && fresh/bin/python -c \
-        'import guarddb, guarddb._guard; print("wheel imports: guarddb", guarddb.__version__)')
+        'import sys, guarddb, guarddb._guard, guarddb.pymysql; assert "MySQLdb" not in sys.modules
+print("wheel imports: guarddb", guarddb.__version__, "and guarddb.pymysql, without mysqlclient")')
     tar -tzf "$out"/dist/guarddb-*.tar.gz >"$out/sdist.txt"
     grep -q '/csrc/guard.c$' "$out/sdist.txt" && grep -q '/build.py$' "$out/sdist.txt"
     .venv/bin/python -m pip wheel -q --no-deps -w "$out/from-sdist" "$out"/dist/guarddb-*.tar.gz

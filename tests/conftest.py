@@ -75,3 +75,19 @@ def broker_url():
     finally:
         if private is not None:
             private.stop()
+
+
+@pytest.fixture
+def pymysql_connect(connect_args):
+    """Open guarded PyMySQL connections (guarddb.pymysql) that are closed after the test."""
+    import guarddb.pymysql
+
+    yield from _opener(guarddb.pymysql, connect_args)
+
+
+@pytest.fixture
+def plain_pymysql_connect(connect_args):
+    """Open plain PyMySQL connections (for side-by-side expectations)."""
+    import pymysql
+
+    yield from _opener(pymysql, connect_args)

@@ -113,6 +113,7 @@ def test_the_policy_knows_no_driver():
 
 def test_driver_layers_never_import_a_face_or_a_tool():
     faces = {"guarddb", "guarddb.connections", "guarddb.cursors", "guarddb.errors", "guarddb.mutex"}
+    faces |= {name for name in MODULES if name.startswith("guarddb.pymysql")}
     for name in MODULES:
         if name.startswith("guarddb.drivers"):
             wrong = {m for m in imports_of(name) if m in faces or m.startswith("guarddb.tools")}
@@ -122,7 +123,7 @@ def test_driver_layers_never_import_a_face_or_a_tool():
 def test_the_runtime_imports_no_tool():
     code = (
         "import sys, guarddb, guarddb.cursors, guarddb.connections, guarddb.mutex, "
-        "guarddb.contrib.sqlalchemy\n"
+        "guarddb.contrib.sqlalchemy, guarddb.pymysql\n"
         "print(sorted(m for m in sys.modules if m.startswith('guarddb.tools')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -16,61 +16,69 @@ import importlib
 import sys
 from typing import Any
 
-import MySQLdb as _MySQLdb
-from MySQLdb import (
-    BINARY,
-    DATE,
-    DATETIME,
-    FIELD_TYPE,
-    NUMBER,
-    ROWID,
-    STRING,
-    TIME,
-    TIMESTAMP,
-    Binary,
-    DatabaseError,
-    DataError,
-    Date,
-    DateFromTicks,
-    DBAPISet,
-    Error,
-    IntegrityError,
-    InterfaceError,
-    InternalError,
-    MySQLError,
-    NotSupportedError,
-    OperationalError,
-    ProgrammingError,
-    Time,
-    TimeFromTicks,
-    Timestamp,
-    TimestampFromTicks,
-    Warning,
-    apilevel,
-    constants,
-    converters,
-    debug,
-    get_client_info,
-    paramstyle,
-    string_literal,
-    times,
-    version_info,
-)
-from MySQLdb._mysql import escape, escape_string
-
-from . import connections, cursors
+from .core.errors import GuardError
 from .core.lifecycle import ConnectionInfo, live_connections
 from .core.settings import MODES, default_mode, set_default_mode, set_defaults
 from .core.violations import Violation, on_violation, remove_violation_hook
-from .errors import (
-    ConcurrentUseError,
-    ForkedConnectionError,
-    GuardError,
-    IdleClosedError,
-    LockTimeoutError,
-    PendingResultError,
-    ThreadOwnershipError,
-)
+
+# mysqlclient is an extra (guarddb[mysqlclient]): without it this package still
+# imports (guarddb.pymysql and the driver-neutral names work), and its MySQLdb
+# names raise an ImportError that says what to install.
+try:
+    import MySQLdb as _MySQLdb
+    from MySQLdb import (
+        BINARY,
+        DATE,
+        DATETIME,
+        FIELD_TYPE,
+        NUMBER,
+        ROWID,
+        STRING,
+        TIME,
+        TIMESTAMP,
+        Binary,
+        DatabaseError,
+        DataError,
+        Date,
+        DateFromTicks,
+        DBAPISet,
+        Error,
+        IntegrityError,
+        InterfaceError,
+        InternalError,
+        MySQLError,
+        NotSupportedError,
+        OperationalError,
+        ProgrammingError,
+        Time,
+        TimeFromTicks,
+        Timestamp,
+        TimestampFromTicks,
+        Warning,
+        apilevel,
+        constants,
+        converters,
+        debug,
+        get_client_info,
+        paramstyle,
+        string_literal,
+        times,
+        version_info,
+    )
+    from MySQLdb._mysql import escape, escape_string
+except ImportError as _error:
+    _MISSING_MYSQLCLIENT: ImportError | None = _error
+else:
+    _MISSING_MYSQLCLIENT = None
+    from . import connections, cursors
+    from .errors import (
+        ConcurrentUseError,
+        ForkedConnectionError,
+        IdleClosedError,
+        LockTimeoutError,
+        PendingResultError,
+        ThreadOwnershipError,
+    )
 
 __version__ = "0.1.0"
 
@@ -78,58 +86,65 @@ __version__ = "0.1.0"
 threadsafety = 1
 
 
-def Connect(*args: Any, **kwargs: Any) -> connections.Connection:
-    """Open a guarded connection: mysqlclient's arguments, plus guarddb's keywords.
+if _MISSING_MYSQLCLIENT is None:
 
-    ``guard=`` (the mode), ``on_fork=``, ``mutex_timeout=``, ``mutex_scope=``,
-    ``max_idle=``, ``on_idle=``, ``close_orphans=``: see
-    :class:`guarddb.connections.Connection`.
-    """
-    return connections.Connection(*args, **kwargs)
+    def Connect(*args: Any, **kwargs: Any) -> connections.Connection:
+        """Open a guarded connection: mysqlclient's arguments, plus guarddb's keywords.
 
+        ``guard=`` (the mode), ``on_fork=``, ``mutex_timeout=``, ``mutex_scope=``,
+        ``max_idle=``, ``on_idle=``, ``close_orphans=``: see
+        :class:`guarddb.connections.Connection`.
+        """
+        return connections.Connection(*args, **kwargs)
 
-connect = Connect
-Connection = connections.Connection
+    connect = Connect
+    Connection = connections.Connection
 
+    def install_as_MySQLdb() -> None:
+        """Make ``import MySQLdb`` (and ``MySQLdb.connections`` / ``.cursors``) give guarddb.
 
-def install_as_MySQLdb() -> None:
-    """Make ``import MySQLdb`` (and ``MySQLdb.connections`` / ``.cursors``) give guarddb.
+        ``MySQLdb.constants``, ``.converters``, ``.times`` and ``._exceptions``
+        stay mysqlclient's own modules.  Call it before the code that imports
+        MySQLdb (Django settings, a conftest, a sitecustomize).
+        """
+        sys.modules["MySQLdb"] = sys.modules[__name__]
+        sys.modules["MySQLdb.connections"] = connections
+        sys.modules["MySQLdb.cursors"] = cursors
 
-    ``MySQLdb.constants``, ``.converters``, ``.times`` and ``._exceptions``
-    stay mysqlclient's own modules.  Call it before the code that imports
-    MySQLdb (Django settings, a conftest, a sitecustomize).
-    """
-    sys.modules["MySQLdb"] = sys.modules[__name__]
-    sys.modules["MySQLdb.connections"] = connections
-    sys.modules["MySQLdb.cursors"] = cursors
-
-
-# Submodules stay mysqlclient's own, under guarddb's name too: frameworks do
-# `__import__(dbapi.__name__ + ".constants.CLIENT")` (SQLAlchemy's mysqldb dialect).
-_SHARED_SUBMODULES = (
-    "_exceptions",
-    "_mysql",
-    "constants",
-    "constants.CLIENT",
-    "constants.CR",
-    "constants.ER",
-    "constants.FIELD_TYPE",
-    "constants.FLAG",
-    "converters",
-    "release",
-    "times",
-)
-for _sub in _SHARED_SUBMODULES:
-    sys.modules.setdefault(f"{__name__}.{_sub}", importlib.import_module(f"MySQLdb.{_sub}"))
-del _sub
-_exceptions = _MySQLdb._exceptions
-_mysql = _MySQLdb._mysql
-release = _MySQLdb.release
+    # Submodules stay mysqlclient's own, under guarddb's name too: frameworks do
+    # `__import__(dbapi.__name__ + ".constants.CLIENT")` (SQLAlchemy's mysqldb dialect).
+    _SHARED_SUBMODULES = (
+        "_exceptions",
+        "_mysql",
+        "constants",
+        "constants.CLIENT",
+        "constants.CR",
+        "constants.ER",
+        "constants.FIELD_TYPE",
+        "constants.FLAG",
+        "converters",
+        "release",
+        "times",
+    )
+    for _sub in _SHARED_SUBMODULES:
+        sys.modules.setdefault(f"{__name__}.{_sub}", importlib.import_module(f"MySQLdb.{_sub}"))
+    del _sub
+    _exceptions = _MySQLdb._exceptions
+    _mysql = _MySQLdb._mysql
+    release = _MySQLdb.release
 
 
 def __getattr__(name: str) -> Any:
     # Anything else MySQLdb has (present or future) is found here too.
-    return getattr(_MySQLdb, name)
+    if _MISSING_MYSQLCLIENT is None:
+        return getattr(_MySQLdb, name)
+    if name in _MYSQLDB_NAMES:
+        raise ImportError(
+            f"guarddb.{name} is part of guarddb's MySQLdb surface, which needs mysqlclient "
+            f"({_MISSING_MYSQLCLIENT}): pip install 'guarddb[mysqlclient]'. For PyMySQL, "
+            f"use guarddb.pymysql (pip install 'guarddb[pymysql]')."
+        ) from _MISSING_MYSQLCLIENT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -196,3 +211,10 @@ __all__ = [
     "times",
     "version_info",
 ]
+
+#: The names that need mysqlclient (without it they raise ImportError, saying so).
+_MYSQLDB_NAMES = frozenset(
+    {"_exceptions", "_mysql", "release", *(name for name in __all__ if name not in globals())}
+)
+if _MISSING_MYSQLCLIENT is not None:
+    __all__ = [name for name in __all__ if name not in _MYSQLDB_NAMES]

@@ -34,7 +34,7 @@ trip is one dictionary look-up.
 from __future__ import annotations
 
 import re
-from typing import Protocol, Union
+from typing import Any, Protocol, Union
 
 READ = "read"
 WRITE = "write"
@@ -260,3 +260,24 @@ def _kind(statement: str) -> str:
     if first == "UNLOCK":
         return UNLOCK
     return WRITE
+
+
+# The server's word on a transaction guarddb takes for read-only (the reaper asks it
+# before a rollback loses anything): what InnoDB knows of the session's transaction.
+# It needs the PROCESS privilege.
+FOOTPRINT_SQL = (
+    b"SELECT trx_rows_modified, trx_rows_locked, trx_lock_structs"
+    b" FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()"
+)
+#: ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR.
+ACCESS_DENIED = (1227, 1044, 1142)
+
+
+def footprint(rows: Any) -> str:
+    """Empty if the INNODB_TRX row (if any) shows nothing modified or locked, else what it does."""
+    if not rows:
+        return ""  # no InnoDB transaction is open
+    modified, locked, lock_structs = (int(value or 0) for value in rows[0])
+    if modified or locked or lock_structs:
+        return f"{modified} rows modified, {locked} rows locked, {lock_structs} lock structures"
+    return ""

@@ -418,14 +418,14 @@ class Connection(_Base):  # type: ignore[misc]
         """The server's word on the session's transaction, for guarddb's lifecycle thread,
         which holds the slot (past the guard): "" if it modified and locked nothing."""
         try:
-            _mysql.connection.query(self, _FOOTPRINT_SQL)
+            _mysql.connection.query(self, transactions.FOOTPRINT_SQL)
             result = _mysql.connection.store_result(self)
             rows = result.fetch_row(0) if result is not None else ()
         except MySQLError as error:
-            if error.args and error.args[0] in _ACCESS_DENIED:
+            if error.args and error.args[0] in transactions.ACCESS_DENIED:
                 return None
             return f"no answer: {error}"  # not confirmed: the connection stays
-        return _footprint(rows)
+        return transactions.footprint(rows)
 
     def ping(self, *args: Any) -> Any:
         """Check the connection; ``ping(True)`` may reconnect (a new socket is watched).
@@ -477,25 +477,6 @@ class Connection(_Base):  # type: ignore[misc]
             if guard.holds_transactions:
                 guard.release_transaction()
             guard.leave()
-
-
-# What the server knows of the session's InnoDB transaction (PROCESS privilege needed).
-_FOOTPRINT_SQL = (
-    b"SELECT trx_rows_modified, trx_rows_locked, trx_lock_structs"
-    b" FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID()"
-)
-#: ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR.
-_ACCESS_DENIED = (1227, 1044, 1142)
-
-
-def _footprint(rows: Any) -> str:
-    """ "" if the INNODB_TRX row (if any) shows nothing modified or locked, else what it shows."""
-    if not rows:
-        return ""  # no InnoDB transaction is open
-    modified, locked, lock_structs = (int(value or 0) for value in rows[0])
-    if modified or locked or lock_structs:
-        return f"{modified} rows modified, {locked} rows locked, {lock_structs} lock structures"
-    return ""
 
 
 class CooperativeQueries:
