@@ -41,9 +41,17 @@ class Driver:
     multi_statements: Callable[[], dict[str, Any]] = dict
 
 
-#: mysqlclient allows multi-statements by default.  PyMySQL's layer joins with
-#: Driver("pymysql", "guarddb.pymysql", lambda: {"client_flag": CLIENT.MULTI_STATEMENTS}).
-DRIVERS = [Driver("mysqlclient", "guarddb")]
+def _pymysql_multi_statements() -> dict[str, Any]:
+    from pymysql.constants import CLIENT
+
+    return {"client_flag": CLIENT.MULTI_STATEMENTS}
+
+
+#: mysqlclient allows multi-statements by default; PyMySQL is asked to.
+DRIVERS = [
+    Driver("mysqlclient", "guarddb"),
+    Driver("pymysql", "guarddb.pymysql", _pymysql_multi_statements),
+]
 
 MAX_IDLE = 0.3  # above the 0.1 s for which InnoDB caches information_schema.INNODB_TRX
 

@@ -403,13 +403,21 @@ class Connection(_Base):  # type: ignore[misc]
         guard = self._guard
         guard.enter(None)
         try:
+            was = guard.autocommit
             _Base.autocommit(self, value)
             # Noted inside the guard: guarddb's reaper reads it while holding the guard.
             guard.autocommit = bool(value)
-            if value:  # the server commits what was open
+            # Turned on: the server commits what was open; turned off: nothing is open
+            # yet (statements were autocommitted).  A transaction begin() opened stays.
+            if bool(value) != was and (value or not guard.began):
                 guard.transaction_ended()
         finally:
-            if value and guard.holds_transactions and guard.txn_holder == identity.get_ident():
+            if (
+                value
+                and not guard.began
+                and guard.holds_transactions
+                and guard.txn_holder == identity.get_ident()
+            ):
                 guard.release_transaction()
             guard.leave()
 
