@@ -68,10 +68,9 @@ class GuardedCursorMixIn:
 
     def execute(self, query: Any, args: Any = None) -> Any:
         # The hottest call there is: _guard_statement() and PyMySQL's execute()
-        # written out, one frame and no super() (bench/callgrind_roundtrip.py),
-        # and once more in GuardedUnbufferedMixIn (with the pin): a change here
-        # goes there too.  A class with an execute() or nextset() of its own
-        # gets _execute_through() instead (guarded_class).
+        # written out, one frame and no super() (bench/callgrind_roundtrip.py).
+        # A class with an execute() or nextset() of its own gets
+        # _execute_through() instead (guarded_class).
         db = self.connection  # type: ignore[attr-defined]
         try:
             guard = db._guard
@@ -115,6 +114,8 @@ class GuardedCursorMixIn:
             return rows
         finally:
             guard.inside = outer
+            if self._guard_pins_results:
+                self._guard_settle(guard, db)  # type: ignore[attr-defined]
             if guard.holds_transactions:
                 guard.hold_transaction(db)
             guard.leave()
@@ -427,55 +428,6 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
 
     _guard_pins_results = True
     _guard_unbuffered = True
-
-    def execute(self, query: Any, args: Any = None) -> Any:
-        # GuardedCursorMixIn.execute, with the pin: a change there goes here too.
-        db = self.connection  # type: ignore[attr-defined]
-        try:
-            guard = db._guard
-        except AttributeError:
-            if db is None:  # closed: PyMySQL's own error
-                return _pc.Cursor.execute(self, query, args)
-            guard = UNGUARDED  # a plain PyMySQL connection
-        guard.enter(self)
-        me = identity.get_ident()
-        if self._guard_tid != me:
-            if guard.per_thread_results:
-                self._guard_swap_state(me)
-            self._guard_tid = me
-        self._guard_epoch = _guard.epoch
-        guard.statement = query
-        guard.dirty = True
-        try:
-            kinds = _KINDS[query]  # what it does to the transaction, by its text
-        except (KeyError, TypeError):  # not classified yet, or unhashable
-            kinds = None
-        if kinds is not _READ:
-            kinds = guard.statement_starts(query, kinds)
-        outer, guard.inside = guard.inside, me
-        try:
-            # PyMySQL's execute().  Its first step, ``while self.nextset():
-            # pass``, reads nothing unless a further result of this cursor's is
-            # there, and is skipped then.
-            result = self._result
-            if result is not None and result is db._result and result.has_next:
-                while self.nextset():
-                    pass
-            if _EXECUTE_MOGRIFIES:
-                query = self.mogrify(query, args)
-            elif args is not None:
-                query = self._mogrify(query, args)
-            rows = self._query(query)
-            self._executed = query
-            if kinds is not _READ and kinds is not _WRITE:
-                guard.statement_done(kinds, db)  # transaction control in SQL text
-            return rows
-        finally:
-            guard.inside = outer
-            self._guard_settle(guard, db)
-            if guard.holds_transactions:
-                guard.hold_transaction(db)
-            guard.leave()
 
     def _guard_settle(self, guard: Any, db: Any) -> None:
         """Still inside the statement's guard: unread rows keep it held, read-out ones not."""
