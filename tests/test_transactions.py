@@ -318,6 +318,32 @@ def test_callproc_executemany_and_bytes_are_classified(db, key):
     conn.rollback()
 
 
+def test_executemany_batches_are_not_classified_again(db, observer, key, monkeypatch):
+    # executemany() sends generated batches through execute(): parts of a statement
+    # whose template was classified, never texts to scan again (each is new, and long).
+    from guarddb.core import transactions
+
+    scanned: list[Any] = []
+    classify = transactions.classify
+
+    def counting(sql: Any) -> Any:
+        scanned.append(sql)
+        return classify(sql)
+
+    monkeypatch.setattr(transactions, "classify", counting)
+    conn = db()
+    cursor = conn.cursor()
+    template = "INSERT INTO tx_rows VALUES (%s, %s)"
+    transactions.KINDS.pop(template, None)  # new to the cache: scanned once, here
+    cursor.executemany(template, [(key, n) for n in range(50)])
+    assert state(conn) == (True, True)
+    batch = cursor._executed
+    batch = batch if isinstance(batch, str) else bytes(batch).decode()
+    assert batch.count(key) == 50  # one generated statement
+    assert scanned == [template]
+    conn.rollback()
+
+
 def test_a_multi_statement_writes_unless_every_part_reads(db, driver, observer, key):
     conn = db(**driver.multi_statements())
     run(conn, "SELECT 1; SHOW TABLES; DO 1")

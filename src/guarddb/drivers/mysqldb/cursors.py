@@ -124,7 +124,9 @@ class GuardedCursorMixIn:
             kinds = _KINDS[statement]
         except (KeyError, TypeError):  # not classified yet, or unhashable (a bytearray)
             kinds = None
-        if kinds is not _READ and statement is not None:
+        if kinds is _WRITE:
+            guard.wrote = True
+        elif kinds is not _READ and statement is not None:
             kinds = guard.statement_starts(statement, kinds)
         # The connection calls mysqlclient makes for this statement are inside it already.
         outer, guard.inside = guard.inside, me
@@ -167,16 +169,25 @@ class GuardedCursorMixIn:
         self._guard_epoch = _guard.epoch
         guard.statement = query
         guard.dirty = True  # a transaction may be open until commit or rollback
-        try:
-            # What it does to the transaction, by its text: a subscript, not .get()
-            # (about 100 instructions less per round trip: callgrind).
-            kinds = _KINDS[query]
-        except (KeyError, TypeError):  # not classified yet, or unhashable (a bytearray)
-            kinds = None
-        if kinds is not _READ:
-            kinds = guard.statement_starts(query, kinds)
+        outer = guard.inside
+        if outer == me:
+            # A part of this thread's statement (executemany's generated batches):
+            # the statement's own template was classified; its parts are not texts
+            # to scan (each batch is new, and long) or to cache.
+            kinds = _READ
+        else:
+            try:
+                # What it does to the transaction, by its text: a subscript, not .get()
+                # (about 100 instructions less per round trip: callgrind).
+                kinds = _KINDS[query]
+            except (KeyError, TypeError):  # not classified yet, or unhashable (a bytearray)
+                kinds = None
+            if kinds is _WRITE:  # inline: every write statement passes here
+                guard.wrote = True
+            elif kinds is not _READ:
+                kinds = guard.statement_starts(query, kinds)
         # The connection calls mysqlclient makes for this statement are inside it already.
-        outer, guard.inside = guard.inside, me
+        guard.inside = me
         try:
             result = super().execute(query, args)  # type: ignore[misc]
             if kinds is not _READ and kinds is not _WRITE:

@@ -87,14 +87,23 @@ class GuardedCursorMixIn:
         self._guard_epoch = _guard.epoch
         guard.statement = query
         guard.dirty = True  # a transaction may be open until commit or rollback
-        try:
-            kinds = _KINDS[query]  # what it does to the transaction, by its text
-        except (KeyError, TypeError):  # not classified yet, or unhashable
-            kinds = None
-        if kinds is not _READ:
-            kinds = guard.statement_starts(query, kinds)
+        outer = guard.inside
+        if outer == me:
+            # A part of this thread's statement (executemany's generated batches):
+            # the statement's own template was classified; its parts are not texts
+            # to scan (each batch is new, and long) or to cache.
+            kinds = _READ
+        else:
+            try:
+                kinds = _KINDS[query]  # what it does to the transaction, by its text
+            except (KeyError, TypeError):  # not classified yet, or unhashable
+                kinds = None
+            if kinds is _WRITE:  # inline: every write statement passes here
+                guard.wrote = True
+            elif kinds is not _READ:
+                kinds = guard.statement_starts(query, kinds)
         # The connection calls PyMySQL makes for this statement are inside it already.
-        outer, guard.inside = guard.inside, me
+        guard.inside = me
         try:
             # PyMySQL's execute().  Its first step, ``while self.nextset():
             # pass``, reads nothing unless a further result of this cursor's is
