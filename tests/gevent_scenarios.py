@@ -803,6 +803,127 @@ def cooperative_settings(args: dict[str, Any], how: str = "keyword") -> Any:
     return out
 
 
+@scenario
+def pymysql_cooperative_overlap(args: dict[str, Any], how: str = "keyword") -> Any:
+    """10 greenlets on their own guarddb.pymysql connections run SELECT SLEEP(): does the
+    server see 10 at once?  ORDER ``none`` imports gevent without patching anything (only
+    cooperative=True makes PyMySQL's socket gevent's), ``before`` patches first."""
+    global gevent
+    import gevent as imported_gevent
+    import gevent.event
+    import gevent.socket
+
+    import guarddb.pymysql as pymysql
+
+    gevent = imported_gevent
+    keywords: dict[str, Any] = {}
+    if how == "keyword":
+        keywords["cooperative"] = True
+    elif how == "off":
+        keywords["cooperative"] = False
+    elif how == "set_defaults":
+        pymysql.set_defaults(cooperative=True)
+    # "env": GUARDDB_COOPERATIVE=1 is in the environment
+    conns = [pymysql.connect(**keywords, **args) for _ in range(10)]
+    watcher = pymysql.connect(**args)
+    done = gevent.event.Event()
+    results: list[Any] = []
+    most = [0]
+
+    def sleeper(conn: Any) -> None:
+        cur = conn.cursor()
+        cur.execute("SELECT SLEEP(%s)", (1.5,))
+        results.append(cur.fetchall())
+
+    def watch() -> None:
+        while not done.is_set():
+            most[0] = max(most[0], sleeping(watcher))
+            if most[0] == len(conns):
+                return
+            gevent.sleep(POLL)
+
+    look = gevent.spawn(watch)
+    gevent.joinall([gevent.spawn(sleeper, c) for c in conns], raise_error=True)
+    done.set()
+    look.join()
+    out = {
+        "most_at_once": most[0],
+        "results": results,
+        "settings": [c.guard_settings["cooperative"] for c in conns],
+        "green_sockets": [isinstance(c._sock, gevent.socket.socket) for c in conns],
+    }
+    for conn in [*conns, watcher]:
+        conn.close()
+    return out
+
+
+@scenario
+def cooperative_unpatched_guarded(
+    args: dict[str, Any], driver: str = "mysqldb", mode: str = "exclusive"
+) -> Any:
+    """gevent patched nothing: greenlet A is inside a cooperative SLEEP (yielded); greenlet
+    B uses the connection.  Greenlets are told apart all the same."""
+    import gevent as green
+
+    if driver == "pymysql":
+        import guarddb.pymysql as module
+    else:
+        import guarddb as module
+
+    conn = module.connect(guard=mode, cooperative=True, **args)
+    log: list[str] = []
+    out: dict[str, Any] = {}
+
+    def a() -> None:
+        cur = conn.cursor()
+        log.append("a executes")
+        cur.execute("SELECT SLEEP(0.3), 'a'")
+        log.append("a returned")
+        out["a"] = cur.fetchall()
+
+    def b() -> None:
+        cur = conn.cursor()
+        log.append("b executes")
+        try:
+            cur.execute("SELECT 'b'")
+        except Exception as exc:
+            log.append("b refused")
+            out["b"] = error(exc)
+            return
+        log.append("b returned")
+        out["b"] = cur.fetchall()
+
+    first = green.spawn(a)
+    green.sleep(0)  # A runs up to its wait for the server, and yields
+    out["inside_when_b_runs"] = log == ["a executes"]
+    green.joinall([first, green.spawn(b)], raise_error=True)
+    out["log"] = log
+    out["waits"] = conn.guard_stats()["waits"]
+    conn.close()
+    return out
+
+
+@scenario
+def pymysql_cooperative_tls(args: dict[str, Any]) -> Any:
+    """cooperative=True on guarddb.pymysql, gevent unpatched: the TLS context it would wrap
+    its socket with (the private server speaks no TLS)."""
+    import socket
+
+    import guarddb.pymysql as pymysql
+
+    out: dict[str, Any] = {}
+    for cooperative in (False, True):
+        conn = pymysql.connect(
+            cooperative=cooperative, ssl={"check_hostname": False}, defer_connect=True, **args
+        )
+        left, right = socket.socketpair()
+        wrapped = conn.ctx.wrap_socket(left, do_handshake_on_connect=False)
+        out[f"tls_{cooperative}"] = type(wrapped).__module__
+        for end in (wrapped, right):
+            end.close()
+    return out
+
+
 # -- 7b, 8. without gevent -----------------------------------------------------------------
 
 
@@ -838,11 +959,16 @@ def _keep_gevent_out(how: str) -> None:
 
 
 @scenario
-def no_gevent_cooperative(args: dict[str, Any], how: str = "hidden") -> Any:
+def no_gevent_cooperative(
+    args: dict[str, Any], how: str = "hidden", driver: str = "mysqldb"
+) -> Any:
     """gevent cannot be imported: cooperative=True is an ImportError, off works."""
     _keep_gevent_out(how)
     global guarddb
-    import guarddb as imported
+    if driver == "pymysql":
+        import guarddb.pymysql as imported
+    else:
+        import guarddb as imported
 
     guarddb = imported
     out: dict[str, Any] = {}

@@ -375,15 +375,86 @@ def test_cooperative_is_turned_on_by_keyword_default_or_environment(connect_args
     }
 
 
+@pytest.mark.parametrize("driver", ["mysqldb", "pymysql"])
 @pytest.mark.parametrize("how", ["hidden", "blocked"])
-def test_cooperative_without_gevent_is_an_import_error_at_connect(connect_args, how):
-    seen = run_scenario(connect_args, "no_gevent_cooperative", "none", {"how": how})
+def test_cooperative_without_gevent_is_an_import_error_at_connect(connect_args, how, driver):
+    seen = run_scenario(
+        connect_args, "no_gevent_cooperative", "none", {"how": how, "driver": driver}
+    )
     assert seen["gevent_importable"] is False
     refused = seen["cooperative"]
     assert isinstance(refused, dict), refused
     assert refused["type"] in ("ImportError", "ModuleNotFoundError"), refused
     assert "gevent" in refused["message"]
     assert seen["off"] == [[1]]
+
+
+# -- 7c. cooperative=True where gevent patched nothing; PyMySQL ------------------------------
+
+
+@needs_gevent
+@pytest.mark.parametrize(
+    ("order", "how"),
+    [("none", "keyword"), ("before", "keyword"), ("none", "set_defaults"), ("none", "env")],
+)
+def test_pymysql_cooperative_greenlets_wait_for_the_server_at_the_same_time(
+    connect_args, order, how
+):
+    env = {"GUARDDB_COOPERATIVE": "1"} if how == "env" else {}
+    seen = run_scenario(connect_args, "pymysql_cooperative_overlap", order, {"how": how}, **env)
+    assert seen["settings"] == [True] * 10
+    assert seen["green_sockets"] == [True] * 10
+    assert seen["most_at_once"] == 10  # the server ran all ten SLEEP()s at once
+    assert seen["results"] == [[[0]]] * 10
+
+
+@needs_gevent
+def test_pymysql_without_cooperative_or_the_patch_a_statement_blocks_the_hub(connect_args):
+    seen = run_scenario(connect_args, "pymysql_cooperative_overlap", "none", {"how": "off"})
+    assert seen["settings"] == [False] * 10
+    assert seen["green_sockets"] == [False] * 10
+    assert seen["most_at_once"] <= 1
+    assert seen["results"] == [[[0]]] * 10
+
+
+@needs_gevent
+@pytest.mark.parametrize("driver", ["mysqldb", "pymysql"])
+def test_cooperative_unpatched_exclusive_refuses_a_greenlet_while_another_waits_inside(
+    connect_args, driver
+):
+    # Without the patch, every greenlet runs in the main thread: a cooperative statement
+    # yields inside the guard all the same, so greenlets must be told apart.
+    seen = run_scenario(connect_args, "cooperative_unpatched_guarded", "none", {"driver": driver})
+    assert seen["inside_when_b_runs"] is True
+    refused = seen["b"]
+    assert refused["type"] == "ConcurrentUseError", refused
+    assert seen["a"] == [[0, "a"]]
+    assert seen["log"] == ["a executes", "b executes", "b refused", "a returned"]
+
+
+@needs_gevent
+@pytest.mark.parametrize("driver", ["mysqldb", "pymysql"])
+def test_cooperative_unpatched_mutex_a_greenlet_waits_while_another_waits_inside(
+    connect_args, driver
+):
+    seen = run_scenario(
+        connect_args,
+        "cooperative_unpatched_guarded",
+        "none",
+        {"driver": driver, "mode": "mutex"},
+    )
+    assert seen["inside_when_b_runs"] is True
+    assert seen["a"] == [[0, "a"]]
+    assert seen["b"] == [["b"]]
+    assert seen["log"] == ["a executes", "b executes", "a returned", "b returned"]
+    assert seen["waits"] == 1
+
+
+@needs_gevent
+def test_pymysql_cooperative_tls_context_is_gevents(connect_args):
+    seen = run_scenario(connect_args, "pymysql_cooperative_tls", "none")
+    # The socket PyMySQL would wrap for TLS: the standard library's, or gevent's.
+    assert seen == {"tls_False": "ssl", "tls_True": "gevent.ssl"}
 
 
 # -- 8. a program without gevent --------------------------------------------------------------

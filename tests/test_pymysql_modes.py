@@ -370,6 +370,7 @@ def test_guard_settings_and_the_environment(pymysql_connect):
         "max_idle": 60.0,
         "on_idle": "raise",
         "close_orphans": True,
+        "cooperative": False,
     }
     done = run_python("import guarddb.pymysql as p; print(p.default_mode())", GUARDDB_MODE="strict")
     assert done.stdout.strip() == "strict", done.stderr

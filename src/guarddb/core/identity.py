@@ -102,6 +102,21 @@ def _use_greenlets() -> None:
         callback()
 
 
+def cooperative() -> None:
+    """A ``cooperative=True`` connection opens: greenlets are identities from now on.
+
+    Its statements yield to gevent's hub while inside the guard, so another
+    greenlet may run mid-statement even where gevent patched nothing: the
+    guard must tell greenlets apart.  ImportError if gevent is not installed.
+    """
+    if importlib.util.find_spec("gevent") is None:
+        raise ImportError(
+            "guarddb: cooperative=True waits for the server by yielding to gevent's hub, "
+            "and gevent is not installed: pip install gevent (or leave cooperative off)"
+        )
+    _use_greenlets()
+
+
 def on_switch(callback: Callable[[], None]) -> None:
     """Call ``callback()`` when identities become greenlets (at once if they are)."""
     _on_switch.append(callback)

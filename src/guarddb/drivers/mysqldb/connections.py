@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
 import time
 import weakref
@@ -166,6 +165,7 @@ class Connection(_Base):  # type: ignore[misc]
             cooperative=cooperative,
         )
         if chosen["cooperative"]:
+            _identity.cooperative()
             # Its own class, so that the statement path of every other connection
             # pays nothing for it (cursors call a query() of a class's own).
             self.__class__ = _cooperative_class(type(self))
@@ -536,11 +536,6 @@ def _wait_read(fileno: int, timeout: float | None) -> None:
 @functools.cache
 def _cooperative_class(cls: type) -> type:
     """``cls`` with cooperative queries (a user's Connection subclass stays what it is)."""
-    if importlib.util.find_spec("gevent") is None:
-        raise ImportError(
-            "guarddb: cooperative=True waits for the server by yielding to gevent's hub, "
-            "and gevent is not installed: pip install gevent (or leave cooperative off)"
-        )
     if issubclass(cls, CooperativeQueries):
         return cls
     return type(cls.__name__, (CooperativeQueries, cls), {"__module__": cls.__module__})

@@ -96,13 +96,17 @@ class Connection(_Base):  # type: ignore[misc]
     (close it once the thread that owns it has ended) and, for mutex mode,
     ``mutex_timeout=`` (seconds a call may wait; None: no limit) and
     ``mutex_scope=`` (``"call"``, or ``"transaction"``: a thread keeps the
-    connection from its first statement to commit or rollback).
+    connection from its first statement to commit or rollback), and under
+    gevent ``cooperative=`` (True: the socket's waits yield to the hub even
+    where gevent has not patched the socket module; see :meth:`_cooperate`).
     """
 
     __module__ = "guarddb.pymysql.connections"  # its public path (pickles, reprs)
     _guard: ConnectionGuard
     #: True while PyMySQL's own set-up runs in connect() (its cursors are PyMySQL's).
     _connecting = False
+    #: cooperative=True: each new session's socket is made gevent's (_cooperate).
+    _cooperative = False
     #: Sessions opened by this object (connect, reconnects).
     _sessions = 0
     #: What a guarded cursor's statement calls, inside the guard already: PyMySQL's
@@ -124,6 +128,7 @@ class Connection(_Base):  # type: ignore[misc]
         max_idle: float | None = None,
         on_idle: str | None = None,
         close_orphans: bool | None = None,
+        cooperative: bool | None = None,
         **kwargs: Any,
     ) -> None:
         chosen = settings(
@@ -134,7 +139,11 @@ class Connection(_Base):  # type: ignore[misc]
             max_idle=max_idle,
             on_idle=on_idle,
             close_orphans=close_orphans,
+            cooperative=cooperative,
         )
+        if chosen["cooperative"]:
+            identity.cooperative()  # greenlets may run inside its statements
+        self._cooperative = chosen["cooperative"]
         if kwargs.get("cursorclass") is not None:
             cursors.guarded_class(kwargs["cursorclass"])  # not a PyMySQL cursor: before connecting
         self._guard = make_guard(chosen, caller_site(), errors)
@@ -184,10 +193,46 @@ class Connection(_Base):  # type: ignore[misc]
             # its number is forgotten now, before it can be reused.
             guard.forget_socket()
             _Base.connect(self, sock)
+            if self._cooperative:
+                self._cooperate()
         finally:
             self._connecting = False
             guard.inside = outer
         self._session_opened()
+
+    def _create_ssl_ctx(self, sslp: Any) -> Any:
+        """PyMySQL's TLS context; with cooperative=True, gevent's (its sockets yield)."""
+        ctx = super()._create_ssl_ctx(sslp)
+        if self._cooperative:
+            from gevent import ssl as green_ssl
+
+            if not isinstance(ctx, green_ssl.SSLContext):
+                # The same context, configured by PyMySQL; only wrap_socket() differs:
+                # it makes gevent's SSLSocket (gevent's class adds no state).
+                ctx.__class__ = green_ssl.SSLContext
+        return ctx
+
+    def _cooperate(self) -> None:
+        """Make the new session's socket gevent's: its waits yield to the hub.
+
+        Where gevent has patched the socket module, PyMySQL's socket is gevent's
+        already.  Otherwise the connected stream is taken over, on the same
+        descriptor, by a gevent socket (connecting itself blocked, as with
+        mysqlclient's cooperative connections).  Nothing is buffered yet:
+        PyMySQL's connect() has read every answer of its set-up.  A TLS socket
+        is gevent's already: made by the context of :meth:`_create_ssl_ctx`.
+        """
+        from gevent import socket as green
+
+        sock = self._sock
+        if isinstance(sock, green.socket):
+            return
+        timeout = sock.gettimeout()
+        family, kind, proto = sock.family, sock.type, sock.proto
+        cooperative = green.socket(family, kind, proto, fileno=sock.detach())
+        cooperative.settimeout(timeout)
+        self._sock = cooperative
+        self._rfile = cooperative.makefile("rb")
 
     def _session_opened(self) -> None:
         """A new session is up (connect, or reconnect): watch its socket, start clean."""
@@ -507,6 +552,7 @@ class Connection(_Base):  # type: ignore[misc]
             "max_idle": guard.max_idle,
             "on_idle": guard.on_idle,
             "close_orphans": guard.close_orphans,
+            "cooperative": self._cooperative,
         }
 
     @property
