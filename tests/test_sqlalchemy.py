@@ -379,8 +379,6 @@ def test_guard_engine_leaves_other_drivers_connections_alone(engines, driver):
 
 
 def test_create_engine_uses_guarddb_and_the_pool_events(url, driver):
-    if driver.name != "mysqldb":
-        pytest.skip("create_engine() gives mysql+pymysql:// plain PyMySQL")
     engine = guarddb_sa.create_engine(
         url, pool_size=1, max_overflow=0, connect_args={"guard": "strict"}
     )
