@@ -1,29 +1,31 @@
 """SQLAlchemy 2.x on guarddb: pooled connections across threads and forks.
 
-Engines use SQLAlchemy's own ``mysql+mysqldb`` dialect, with ``module=guarddb`` or
-(in a subprocess) ``guarddb.install_as_MySQLdb()``; ``guarddb.contrib.sqlalchemy``
-adds the pool events.  What a forked child does runs in an os.fork() child (or a
-multiprocessing pool) with a time limit.
+Every test runs on both drivers (the ``driver`` fixture): SQLAlchemy's own
+``mysql+mysqldb`` dialect with ``module=guarddb`` or (in a subprocess)
+``guarddb.install_as_MySQLdb()``, and its ``mysql+pymysql`` dialect with
+``module=guarddb.pymysql`` or ``guarddb.pymysql.install_as_pymysql()``;
+``guarddb.contrib.sqlalchemy`` adds the pool events.  What a forked child does
+runs in an os.fork() child (or a multiprocessing pool) with a time limit.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import multiprocessing
 import textwrap
 import threading
+import types
+from dataclasses import dataclass
 from typing import Any
 
-import MySQLdb
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 import guarddb
-from guarddb import ConcurrentUseError, PendingResultError, ThreadOwnershipError
 from guarddb.contrib import sqlalchemy as guarddb_sa
-from guarddb.cursors import GuardedCursorMixIn
 
 from .helpers import Blocked, in_forked_child, in_thread, run_python, run_threads
 
@@ -38,15 +40,61 @@ FIFTY_ROWS = (
 )
 
 
-@pytest.fixture(scope="session")
-def url(connect_args) -> URL:
+@dataclass(frozen=True)
+class Driver:
+    """A driver SQLAlchemy's MySQL dialects run on, and guarddb's module standing in for it."""
+
+    #: The URL's driver: ``mysql+<name>://``.
+    name: str
+    #: guarddb's face for the driver: what ``module=`` is given.
+    face_name: str
+    #: The driver's own module, which the dialect imports by name.
+    plain_name: str
+    #: The face's function that installs it under the driver's name.
+    install: str
+    #: The conftest fixture that opens the face's connections.
+    connect_fixture: str
+
+    @property
+    def face(self) -> types.ModuleType:
+        return importlib.import_module(self.face_name)
+
+    @property
+    def plain(self) -> types.ModuleType:
+        return importlib.import_module(self.plain_name)
+
+    @property
+    def installed(self) -> bool:
+        """Whether ``import <plain_name>`` gives guarddb in this process (the pytest plugin)."""
+        return self.plain.connect is self.face.connect
+
+
+DRIVERS = [
+    Driver("mysqldb", "guarddb", "MySQLdb", "install_as_MySQLdb", "connect"),
+    Driver("pymysql", "guarddb.pymysql", "pymysql", "install_as_pymysql", "pymysql_connect"),
+]
+
+
+@pytest.fixture(params=DRIVERS, ids=[driver.name for driver in DRIVERS])
+def driver(request) -> Driver:
+    return request.param
+
+
+@pytest.fixture
+def driver_connect(request, driver):
+    """Open guarded connections of the driver's face, closed after the test."""
+    return request.getfixturevalue(driver.connect_fixture)
+
+
+@pytest.fixture
+def url(connect_args, driver) -> URL:
     args = dict(connect_args)
     if "unix_socket" in args:
         host, port, query = "localhost", None, {"unix_socket": args["unix_socket"]}
     else:
         host, port, query = args["host"], args["port"], {}
     return URL.create(
-        "mysql+mysqldb",
+        f"mysql+{driver.name}",
         username=args.get("user"),
         password=args.get("password"),
         host=host,
@@ -77,13 +125,14 @@ def kinds(violations) -> set[str]:
 
 
 @pytest.fixture
-def engines(url):
+def engines(url, driver):
     """Make engines (guarddb's module and exclusive mode unless told), disposed after the test."""
     made = []
+    face = driver.face
 
     def make(*, guarded: bool = False, **kwargs: Any) -> sa.Engine:
-        kwargs.setdefault("module", guarddb)
-        if kwargs["module"] is guarddb:  # whatever GUARDDB_MODE or set_defaults() say
+        kwargs.setdefault("module", face)
+        if kwargs["module"] is face:  # whatever GUARDDB_MODE or set_defaults() say
             kwargs["connect_args"] = {"guard": "exclusive", **kwargs.get("connect_args", {})}
         engine = sa.create_engine(url, **kwargs)
         if guarded:
@@ -161,30 +210,33 @@ def assert_hammer_clean(report: dict[str, Any], pool_size: int) -> None:
 # -- the dialect on guarddb --------------------------------------------------------------
 
 
-def test_the_mysqldb_dialect_runs_on_guarddb_unchanged(engines):
+def test_the_dialect_runs_on_guarddb_unchanged(engines, driver):
     engine = engines(pool_size=1, max_overflow=0)
-    assert engine.dialect.dbapi is guarddb
+    assert engine.dialect.dbapi is driver.face
     with engine.connect() as conn:
-        assert isinstance(conn.connection.dbapi_connection, guarddb.Connection)
+        assert isinstance(conn.connection.dbapi_connection, driver.face.Connection)
         conn.exec_driver_sql("CREATE TEMPORARY TABLE found_rows (id INT PRIMARY KEY, v INT)")
         conn.exec_driver_sql("INSERT INTO found_rows VALUES (1, 5)")
-        # CLIENT.FOUND_ROWS, which the dialect finds as guarddb.constants.CLIENT: an
-        # UPDATE that changes nothing still counts the row it matched.
+        # CLIENT.FOUND_ROWS, which the dialect finds as guarddb.constants.CLIENT (or
+        # guarddb.pymysql.constants.CLIENT): an UPDATE that changes nothing still
+        # counts the row it matched.
         assert conn.exec_driver_sql("UPDATE found_rows SET v = 5 WHERE id = 1").rowcount == 1
 
 
-def test_streamed_results_use_a_guarded_unbuffered_cursor(engines, violations):
+def test_streamed_results_use_a_guarded_unbuffered_cursor(engines, driver, violations):
     engine = engines(pool_size=1, max_overflow=0)
     with engine.connect() as conn:
         before = conn.exec_driver_sql(CONNECTION_ID).scalar_one()
         result = conn.execution_options(stream_results=True).exec_driver_sql(FIFTY_ROWS, (7,))
-        assert isinstance(result.cursor, GuardedCursorMixIn)
-        assert isinstance(result.cursor, MySQLdb.cursors.SSCursor)
+        # The dialect asks for the driver's own SSCursor class: guarddb guards it.
+        assert isinstance(result.cursor, driver.face.cursors.GuardedCursorMixIn)
+        assert isinstance(result.cursor, driver.plain.cursors.SSCursor)
         first = result.fetchmany(10)
-        # Plain mysqlclient: (2014) Commands out of sync, and the connection is thrown away.
+        # Plain mysqlclient: (2014) Commands out of sync, and the connection is thrown
+        # away; plain PyMySQL reads the unread rows out and drops them, with a warning.
         with pytest.raises(sa.exc.ProgrammingError) as info:
             conn.exec_driver_sql("SELECT 1")
-        assert isinstance(info.value.orig, PendingResultError)
+        assert isinstance(info.value.orig, driver.face.PendingResultError)
         assert not info.value.connection_invalidated
         assert [violation.kind for violation in violations] == ["PendingResultError"]
         rest = result.fetchall()  # the unread rows are intact
@@ -207,15 +259,29 @@ def test_queuepool_across_threads(engines, violations, mode, guarded):
     assert list(violations) == []  # nothing refused, not even quietly (a close the pool logs)
 
 
+#: For PyMySQL's route: mysqlclient is not needed, so it is not there.
+NO_MYSQLDB = """
+import sys
+
+class NoMySQLdb:
+    def find_spec(self, name, path=None, target=None):
+        if name == "MySQLdb" or name.startswith("MySQLdb."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoMySQLdb())
+"""
+
+
 @pytest.mark.parametrize("guard", ["exclusive", "strict"])
-def test_install_as_mysqldb_route_in_a_fresh_interpreter(url, guard):
+def test_install_route_in_a_fresh_interpreter(url, driver, guard):
     code = textwrap.dedent(
         f"""
         from __future__ import annotations
         import json
-        import guarddb
-        guarddb.install_as_MySQLdb()
-        import MySQLdb
+        {{no_mysqldb}}
+        import {driver.face_name} as face
+        face.{driver.install}()
+        import {driver.plain_name}
         import sqlalchemy as sa
         from guarddb.contrib.sqlalchemy import guard_engine
 
@@ -231,22 +297,27 @@ def test_install_as_mysqldb_route_in_a_fresh_interpreter(url, guard):
             raw = conn.connection.dbapi_connection
             streamed = conn.execution_options(stream_results=True).exec_driver_sql("SELECT 1")
             report = {{
-                "dbapi": engine.dialect.dbapi.__name__,
+                "dbapi_is_face": engine.dialect.dbapi.connect is face.connect,
                 "connection": type(raw).__module__ + "." + type(raw).__name__,
                 "mode": raw.guard_mode,
-                "sscursor_guarded": isinstance(streamed.cursor, guarddb.cursors.GuardedCursorMixIn),
+                "sscursor_guarded": isinstance(streamed.cursor, face.cursors.GuardedCursorMixIn),
+                "mysqldb_imported": "MySQLdb" in sys.modules,
             }}
             streamed.close()
         report.update(hammer(engine))
         engine.dispose()
         print(json.dumps(report))
         """
-    ).replace("{hammer}", inspect.getsource(hammer))
+    )
+    code = code.replace("{hammer}", inspect.getsource(hammer))
+    no_mysqldb = driver.name == "pymysql"
+    code = code.replace("{no_mysqldb}", NO_MYSQLDB if no_mysqldb else "import sys")
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
-    assert report.pop("dbapi") == "guarddb"
-    assert report.pop("connection") == "guarddb.connections.Connection"
+    assert report.pop("dbapi_is_face") is True
+    assert report.pop("connection") == f"{driver.face_name}.connections.Connection"
+    assert report.pop("mysqldb_imported") is not no_mysqldb
     assert report.pop("mode") == guard
     assert report.pop("sscursor_guarded") is True
     assert_hammer_clean(report, pool_size=3)
@@ -254,14 +325,14 @@ def test_install_as_mysqldb_route_in_a_fresh_interpreter(url, guard):
 
 @pytest.mark.parametrize("pre_ping", [False, True], ids=["no-pre-ping", "pre-ping"])
 def test_strict_mode_needs_guard_engine_to_hand_pooled_connections_over(
-    engines, violations, pre_ping
+    engines, driver, violations, pre_ping
 ):
     options = {"pool_size": 1, "max_overflow": 0, "pool_pre_ping": pre_ping}
     plain = engines(connect_args={"guard": "strict"}, **options)
     session_id(plain)  # opened by this thread, now idle in the pool
     with pytest.raises(sa.exc.ProgrammingError) as info:
         in_thread(lambda: session_id(plain))
-    assert isinstance(info.value.orig, ThreadOwnershipError)
+    assert isinstance(info.value.orig, driver.face.ThreadOwnershipError)
     assert not info.value.connection_invalidated
     assert "which belongs to thread 'MainThread'" in str(info.value)
     assert kinds(violations) == {"ThreadOwnershipError"}
@@ -296,32 +367,38 @@ def test_strict_dispose_closes_what_other_threads_own(engines, violations, guard
     assert kinds(violations) == set()
 
 
-def test_guard_engine_leaves_other_drivers_connections_alone(engines):
-    if MySQLdb is guarddb:
-        pytest.skip("guarddb is installed as MySQLdb in this process (the pytest plugin)")
-    engine = engines(module=MySQLdb, guarded=True, pool_size=3, max_overflow=0, pool_pre_ping=True)
+def test_guard_engine_leaves_other_drivers_connections_alone(engines, driver):
+    if driver.installed:
+        pytest.skip(f"guarddb is installed as {driver.plain_name} in this process")
+    engine = engines(
+        module=driver.plain, guarded=True, pool_size=3, max_overflow=0, pool_pre_ping=True
+    )
+    with engine.connect() as conn:
+        assert not hasattr(conn.connection.dbapi_connection, "adopt")  # not guarddb's
     assert_hammer_clean(hammer(engine, threads=4, checkouts=10), pool_size=3)
 
 
-def test_create_engine_uses_guarddb_and_the_pool_events(url):
+def test_create_engine_uses_guarddb_and_the_pool_events(url, driver):
     engine = guarddb_sa.create_engine(
         url, pool_size=1, max_overflow=0, connect_args={"guard": "strict"}
     )
     try:
-        assert engine.dialect.dbapi is guarddb
+        assert engine.dialect.dbapi is driver.face
         session = session_id(engine)
         assert in_thread(lambda: session_id(engine)) == session
     finally:
         engine.dispose()
 
 
-def test_rows_fetched_by_another_thread_are_a_wrapped_programming_error(engines, violations):
+def test_rows_fetched_by_another_thread_are_a_wrapped_programming_error(
+    engines, driver, violations
+):
     engine = engines(pool_size=1, max_overflow=0)
     with engine.connect() as conn:
         result = conn.exec_driver_sql(FIFTY_ROWS, (3,))
         with pytest.raises(sa.exc.ProgrammingError) as info:
             in_thread(result.fetchall)
-        assert isinstance(info.value.orig, ConcurrentUseError)
+        assert isinstance(info.value.orig, driver.face.ConcurrentUseError)
         assert "that thread's rows, not this one's" in str(info.value)
         assert not info.value.connection_invalidated
         assert kinds(violations) == {"ConcurrentUseError"}
@@ -329,18 +406,18 @@ def test_rows_fetched_by_another_thread_are_a_wrapped_programming_error(engines,
 
 
 def test_a_call_overlapping_another_threads_is_a_wrapped_programming_error(
-    engines, connect, violations
+    engines, driver, driver_connect, violations
 ):
     engine = engines(pool_size=1, max_overflow=0)
     with engine.connect() as conn:
         session = conn.exec_driver_sql(CONNECTION_ID).scalar_one()
-        blocked = Blocked(conn.connection.dbapi_connection, connect())
+        blocked = Blocked(conn.connection.dbapi_connection, driver_connect())
         try:
             with pytest.raises(sa.exc.ProgrammingError) as info:
                 conn.exec_driver_sql("SELECT 1")
         finally:
             blocked.release()
-        assert isinstance(info.value.orig, ConcurrentUseError)
+        assert isinstance(info.value.orig, driver.face.ConcurrentUseError)
         assert "BlockedCaller" in str(info.value)
         assert not info.value.connection_invalidated
         assert kinds(violations) == {"ConcurrentUseError"}

@@ -10,8 +10,12 @@
 
 or the same in one call, :func:`create_engine`.  SQLAlchemy's ``mysql+mysqldb`` dialect
 runs on guarddb unchanged (``module=guarddb``, or ``guarddb.install_as_MySQLdb()``
-before the engine is made).  :func:`guard_engine` adds what a pool needs, whose
-connections move from thread to thread and may be inherited by a forked child:
+before the engine is made), and its ``mysql+pymysql`` dialect on guarddb's PyMySQL
+(``module=guarddb.pymysql``, or ``guarddb.pymysql.install_as_pymysql()`` before the
+engine is made; the cursor classes the dialect takes from PyMySQL itself, such as
+``SSCursor`` for ``stream_results``, are guarded when a connection makes them).
+:func:`guard_engine` adds what a pool needs, whose connections move from thread to
+thread and may be inherited by a forked child:
 
 - **checkout**: the checking-out thread becomes the connection's owner
   (``conn.adopt()``), so ``guard="strict"`` works with a pool: the pool's hand-over
@@ -31,7 +35,7 @@ connections move from thread to thread and may be inherited by a forked child:
 so ``engine.dispose()`` and recycling from other threads work in strict mode too.)
 
 Connections that are not guarddb's (no ``adopt()``) are left alone, so an engine on
-plain mysqlclient may be given to :func:`guard_engine` too.
+plain mysqlclient or plain PyMySQL may be given to :func:`guard_engine` too.
 
 Fork: SQLAlchemy's documentation asks that a child process not use pooled connections
 inherited from its parent: call ``engine.dispose(close=False)`` in the child, or add
@@ -41,26 +45,29 @@ the guard knows each connection's fork generation, and the child's copy of the s
 was pointed at /dev/null at fork, so whatever the child does with an inherited
 connection (use, close, garbage collection, exit) never reaches the parent's session.
 Without :func:`guard_engine` the child's first use raises
-:class:`guarddb.ForkedConnectionError`, ``args[0] == 2006``, which the MySQL dialect
-reads as a disconnect: the statement fails with ``sqlalchemy.exc.OperationalError``
-(``connection_invalidated`` true) and the pool replaces the connection for the next
-one.  With :func:`guard_engine`, or ``pool_pre_ping=True``, or
-``engine.dispose(close=False)`` in the child, the child's first statement already
-runs on a fresh session.  ``connect_args={"on_fork": "reconnect"}`` alone works too,
-but reopens the same object in place and replays only the session state guarddb saw
-(autocommit, character set, SQL mode, database), not settings that the pool's
-``connect`` events made in SQL; with :func:`guard_engine` the pool replaces the
-connection first and those events run again.
+:class:`guarddb.ForkedConnectionError` (``guarddb.pymysql.ForkedConnectionError``),
+``args[0] == 2006``, which the MySQL dialects read as a disconnect: the statement
+fails with ``sqlalchemy.exc.OperationalError`` (``connection_invalidated`` true) and
+the pool replaces the connection for the next one.  With :func:`guard_engine`, or
+``pool_pre_ping=True``, or ``engine.dispose(close=False)`` in the child, the child's
+first statement already runs on a fresh session.
+``connect_args={"on_fork": "reconnect"}`` alone works too, but reopens the same
+object in place and replays only the session state guarddb saw (autocommit,
+character set, SQL mode, database), not settings that the pool's ``connect`` events
+made in SQL; with :func:`guard_engine` the pool replaces the connection first and
+those events run again.
 
 Thread-sharing errors (:class:`guarddb.ThreadOwnershipError`,
-:class:`guarddb.ConcurrentUseError`, :class:`guarddb.PendingResultError`) carry no
-error code, so SQLAlchemy does not take them for a disconnect: they surface as
+:class:`guarddb.ConcurrentUseError`, :class:`guarddb.PendingResultError`, and
+``guarddb.pymysql``'s of those names) carry no error code, so SQLAlchemy does not
+take them for a disconnect: they surface as
 ``sqlalchemy.exc.ProgrammingError`` whose ``.orig`` is guarddb's exception, and the
 connection is not invalidated.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import create_engine as _sa_create_engine
@@ -160,13 +167,19 @@ def guard_engine(engine: Engine) -> Engine:
 
 
 def create_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """``sqlalchemy.create_engine()`` with guarddb as the MySQLdb module, then :func:`guard_engine`.
+    """``sqlalchemy.create_engine()`` on guarddb's module for the driver, then :func:`guard_engine`.
 
     For a ``mysqldb`` URL (``mysql+mysqldb://``, ``mariadb+mysqldb://``, or plain
-    ``mysql://``, whose default driver is mysqldb) ``module=guarddb`` is passed
-    unless ``module=`` is given; other URLs are passed as they are.  Guard keywords
-    go in ``connect_args``, e.g. ``connect_args={"guard": "strict"}``.
+    ``mysql://``, whose default driver is mysqldb) ``module=guarddb`` is passed,
+    for a ``pymysql`` URL (``mysql+pymysql://``, ``mariadb+pymysql://``)
+    ``module=guarddb.pymysql``, unless ``module=`` is given; other URLs are passed
+    as they are.  Guard keywords go in ``connect_args``, e.g.
+    ``connect_args={"guard": "strict"}``.
     """
-    if make_url(url).get_driver_name() == "mysqldb":
+    driver = make_url(url).get_driver_name()
+    if driver == "mysqldb":
         kwargs.setdefault("module", guarddb)
+    elif driver == "pymysql" and "module" not in kwargs:
+        # PyMySQL's face, imported for its URLs only (PyMySQL is an extra).
+        kwargs["module"] = importlib.import_module("guarddb.pymysql")
     return guard_engine(_sa_create_engine(url, **kwargs))
