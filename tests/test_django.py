@@ -1,28 +1,38 @@
-"""Django 5.2 on guarddb (issue 6): the mysql backend with guarddb installed as MySQLdb.
+"""Django 5.2 on guarddb (issues 6 and 14): the mysql backend with guarddb installed as MySQLdb.
 
-The project is tests/django_project (settings from the environment variable
-``GUARDDB_DJANGO``).  Every scenario runs in a fresh interpreter with a time limit: Django's
+Every test runs on two routes (the ``route`` fixture): ``mysqlclient``, with
+``guarddb.install_as_MySQLdb()``, and ``pymysql``, with ``guarddb.pymysql.install_as_MySQLdb()``
+(Django's MySQL backend then runs on PyMySQL, guarded); the plain comparisons use mysqlclient
+itself, or PyMySQL's own ``pymysql.install_as_MySQLdb()``.  The project is
+tests/django_project (settings from the environment variable ``GUARDDB_DJANGO``, which names the
+route and the driver).  Every scenario runs in a fresh interpreter with a time limit: Django's
 set-up is global to a process, and anything that forks or shares a connection may hang.
 
-- OPTIONS reach guarddb: ``{"guard": "strict", "on_fork": ...}`` are the connection's;
+- OPTIONS reach guarddb: ``{"guard": "strict", "on_fork": ...}`` are the connection's, and the
+  connection is the route's guarded class;
 - a ThreadPoolExecutor running ORM queries works in strict mode (a connection per thread);
+  the threads' connections left open are orphans guarddb reports, and closes if asked;
 - Django's thread-sharing rule still fires first; with sharing allowed, guarddb's strict
   mode refuses the other thread (as Django's ProgrammingError), exclusive mode lets it in;
-- errors arrive as Django's classes: bad SQL as with plain mysqlclient, a forked child's use
-  as django.db.utils.OperationalError caused by ForkedConnectionError (and Django's own
-  recovery then works), on_fork="reconnect" makes the child's query just work;
+- errors arrive as Django's classes: bad SQL as with the plain driver (its very class as the
+  cause), a forked child's use as django.db.utils.OperationalError caused by the route's
+  ForkedConnectionError (and Django's own recovery then works), on_fork="reconnect" makes the
+  child's query just work;
 - Celery prefork with Django's fixup and CONN_MAX_AGE=3600: tasks' ORM writes land once and
-  the parent's sessions survive; the same with plain mysqlclient, whose module-level raw
-  connection (which the fixup does not know) breaks;
+  the parent's sessions survive; with the plain driver the module-level raw connection
+  (which the fixup does not know) breaks, and with plain PyMySQL the parent's Django session
+  is gone too: the fixup closes an inherited connection's descriptor before its ``close()``
+  only where it has ``fileno()``, which mysqlclient's has and PyMySQL's has not;
 - ``manage.py test --parallel 2`` passes, its tests running in forked workers on the clones;
   the workers close the connection they inherited: with guarddb the runner's own session
-  survives, with plain mysqlclient it is gone (2006) after the suite.
+  survives, with the plain driver it is gone (2006) after the suite.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -58,6 +68,54 @@ TIME_LIMIT = 5  # Celery's task_time_limit in the worker
 RAW_ROUNDS = 20
 
 
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """The driver under Django's ``MySQLdb``, and the names its classes have."""
+
+    name: str
+    #: guarddb's connection class for this driver, by its public path.
+    guarded_class: str
+    #: Where guarddb's errors for this driver are public (``<module>.ForkedConnectionError``).
+    guard_errors: str
+    #: The module of the driver's own error classes (the cause of Django's errors).
+    driver_errors: str
+    #: The driver's own connection class (the plain route), by its path.
+    plain_connection_class: str
+
+    def connection_class(self, driver: str) -> str:
+        """The DB-API connection class Django gets, guarded or plain."""
+        return self.guarded_class if driver == "guarddb" else self.plain_connection_class
+
+
+ROUTES = [
+    # guarddb.install_as_MySQLdb(): mysqlclient, guarded.
+    Route(
+        "mysqlclient",
+        "guarddb.connections.Connection",
+        "guarddb.errors",
+        "MySQLdb",
+        "MySQLdb.connections.Connection",
+    ),
+    # guarddb.pymysql.install_as_MySQLdb(): PyMySQL, guarded, as PyMySQL's own function
+    # would install it (plain: pymysql.install_as_MySQLdb()).
+    Route(
+        "pymysql",
+        "guarddb.pymysql.connections.Connection",
+        "guarddb.pymysql",
+        "pymysql.err",
+        "pymysql.connections.Connection",
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=ROUTES, ids=[r.name for r in ROUTES])
+def route(request) -> Route:
+    """Each test runs on both routes (grouped: a module-scoped parameter)."""
+    if request.param.name == "pymysql":
+        pytest.importorskip("pymysql", reason="PyMySQL is not installed (pip install pymysql)")
+    return request.param
+
+
 @contextlib.contextmanager
 def _plain_cursor(connect_args: dict[str, Any], database: str | None = None):
     args = dict(connect_args)
@@ -75,12 +133,14 @@ def django_env(
     database: str,
     *,
     driver: str = "guarddb",
+    route: str = "mysqlclient",
     options: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, str]:
     """The environment for a process of the project: settings, PYTHONPATH."""
     config = {
         "driver": driver,
+        "route": route,
         "connect_args": connect_args,
         "name": database,
         "options": {"guard": "strict"} if options is None else options,
@@ -132,7 +192,10 @@ def scenario(name: str, env: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def django_db(connect_args) -> Iterator[str]:
-    """A database of its own with the project's tables (``manage.py migrate``), dropped after."""
+    """A database of its own with the project's tables (``manage.py migrate``), dropped after.
+
+    Shared by both routes (the tables are the same); ``manage.py test`` migrates through each.
+    """
     name = unique_name("gdj")
     with _plain_cursor(connect_args) as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
@@ -158,10 +221,12 @@ def cause_type(report: dict[str, Any]) -> str | None:
 
 
 @pytest.mark.parametrize("on_fork", ["raise", "reconnect"])
-def test_options_pass_through_to_guarddb(connect_args, django_db, on_fork):
-    env = django_env(connect_args, django_db, options={"guard": "strict", "on_fork": on_fork})
+def test_options_pass_through_to_guarddb(connect_args, django_db, route, on_fork):
+    env = django_env(
+        connect_args, django_db, route=route.name, options={"guard": "strict", "on_fork": on_fork}
+    )
     report = scenario("options", env)
-    assert report["class"] == "guarddb.connections.Connection"
+    assert report["class"] == route.guarded_class
     assert report["guard_mode"] == "strict"
     assert report["on_fork"] == on_fork
     assert report["database"] == django_db
@@ -170,13 +235,14 @@ def test_options_pass_through_to_guarddb(connect_args, django_db, on_fork):
 # -- threads ----------------------------------------------------------------------------------
 
 
-def test_thread_pool_orm_queries_each_thread_its_own_connection(connect_args, django_db):
-    report = scenario("thread_pool", django_env(connect_args, django_db))
+def test_thread_pool_orm_queries_each_thread_its_own_connection(connect_args, django_db, route):
+    report = scenario("thread_pool", django_env(connect_args, django_db, route=route.name))
     results = report["results"]
     assert [r.get("error") for r in results] == [None] * 16
     for result in (r["value"] for r in results):
         assert result["rows"] == [[result["tag"], result["session"]]]
         assert result["guard_mode"] == "strict"
+        assert result["connection_class"] == route.guarded_class
         assert result["session"] != report["main_session"]
         assert result["thread"] != report["main_thread"]
     # A session per work item: each opened its thread's connection and closed it after.
@@ -185,27 +251,34 @@ def test_thread_pool_orm_queries_each_thread_its_own_connection(connect_args, dj
     assert report["main_session_after"] == report["main_session"]
 
 
-def test_thread_pool_leak_is_reported_and_closed_with_close_orphans(connect_args, django_db):
+def test_thread_pool_leak_is_reported_and_closed_with_close_orphans(connect_args, django_db, route):
     """The lifecycle seed: pool threads end leaving their Django connections open."""
-    plain = scenario("thread_pool_leak", django_env(connect_args, django_db, driver="plain"))
+    plain = scenario(
+        "thread_pool_leak", django_env(connect_args, django_db, driver="plain", route=route.name)
+    )
+    assert plain["connection_class"] == route.plain_connection_class
     assert plain["after_pools"] == plain["settled"] == plain["baseline"] + 20  # leaked for good
 
-    reported = scenario("thread_pool_leak", django_env(connect_args, django_db, options={}))
+    reported = scenario(
+        "thread_pool_leak", django_env(connect_args, django_db, route=route.name, options={})
+    )
+    assert reported["connection_class"] == route.guarded_class
     assert reported["settled"] == reported["baseline"] + 20  # reported, not closed
     assert len(reported["orphans"]) == 20
     assert all("django/db/backends" in o["site"] for o in reported["orphans"])
     assert "has ended" in reported["orphans"][0]["message"]
 
     closed = scenario(
-        "thread_pool_leak", django_env(connect_args, django_db, options={"close_orphans": True})
+        "thread_pool_leak",
+        django_env(connect_args, django_db, route=route.name, options={"close_orphans": True}),
     )
     assert closed["settled"] == closed["baseline"]  # back to the baseline within 3 s
 
 
 @pytest.fixture(scope="module")
-def strict_sharing(connect_args, django_db) -> dict[str, Any]:
-    """The thread_sharing scenario's report, in strict mode (shared by two tests)."""
-    return scenario("thread_sharing", django_env(connect_args, django_db))
+def strict_sharing(connect_args, django_db, route) -> dict[str, Any]:
+    """The thread_sharing scenario's report, in strict mode (shared by three tests)."""
+    return scenario("thread_sharing", django_env(connect_args, django_db, route=route.name))
 
 
 def test_django_thread_sharing_rule_fires_before_guarddb(strict_sharing):
@@ -216,31 +289,31 @@ def test_django_thread_sharing_rule_fires_before_guarddb(strict_sharing):
     assert refused["cause"] is None  # Django's own check: guarddb was never reached
 
 
-def test_strict_mode_refuses_a_thread_django_lets_share(strict_sharing):
+def test_strict_mode_refuses_a_thread_django_lets_share(strict_sharing, route):
     """inc_thread_sharing() lifts Django's rule; strict mode still allows one thread only."""
     report = strict_sharing
     assert report["guard_mode"] == "strict"
     shared = report["shared"]
     assert error_type(shared) == "django.db.utils.ProgrammingError", shared
-    assert cause_type(shared) == "guarddb.errors.ThreadOwnershipError"
+    assert cause_type(shared) == f"{route.guard_errors}.ThreadOwnershipError"
     assert "guarddb (strict)" in shared["error"]["args"][0]
     assert "called execute()" in shared["error"]["args"][0]
     # The owner thread goes on as before, on the same session.
     assert report["main_after"] == {"value": report["main_session"]}
 
 
-def test_strict_mode_refusal_through_the_orm_is_djangos_programming_error(strict_sharing):
+def test_strict_mode_refusal_through_the_orm_is_djangos_programming_error(strict_sharing, route):
     # Django's compiler closes the cursor in its ``except`` after a failed
     # execute, outside its error wrapper: that close must not raise a second,
     # bare guarddb error (any thread may close a cursor).
     shared_orm = strict_sharing["shared_orm"]
     assert error_type(shared_orm) == "django.db.utils.ProgrammingError", shared_orm["error"]
-    assert cause_type(shared_orm) == "guarddb.errors.ThreadOwnershipError"
+    assert cause_type(shared_orm) == f"{route.guard_errors}.ThreadOwnershipError"
 
 
-def test_exclusive_mode_lets_a_thread_django_lets_share(connect_args, django_db):
+def test_exclusive_mode_lets_a_thread_django_lets_share(connect_args, django_db, route):
     """Django's sanctioned sharing (one thread at a time) works in exclusive mode."""
-    env = django_env(connect_args, django_db, options={"guard": "exclusive"})
+    env = django_env(connect_args, django_db, route=route.name, options={"guard": "exclusive"})
     report = scenario("thread_sharing", env)
     assert report["guard_mode"] == "exclusive"
     assert error_type(report["not_shared"]) == "django.db.utils.DatabaseError"
@@ -253,21 +326,28 @@ def test_exclusive_mode_lets_a_thread_django_lets_share(connect_args, django_db)
 
 
 @pytest.mark.parametrize("driver", ["plain", "guarddb"])
-def test_bad_sql_is_djangos_programming_error(connect_args, django_db, driver):
-    report = scenario("bad_sql", django_env(connect_args, django_db, driver=driver))
+def test_bad_sql_is_djangos_programming_error(connect_args, django_db, route, driver):
+    report = scenario(
+        "bad_sql", django_env(connect_args, django_db, driver=driver, route=route.name)
+    )
     assert error_type(report) == "django.db.utils.ProgrammingError"
     assert report["error"]["args"][0] == 1064  # ER_PARSE_ERROR
-    assert cause_type(report) == "MySQLdb.ProgrammingError"  # the very class, both ways
+    # The driver's very class, plain and guarded.
+    assert cause_type(report) == f"{route.driver_errors}.ProgrammingError"
 
 
-def test_forked_child_use_is_djangos_operational_error_and_django_recovers(connect_args, django_db):
-    env = django_env(connect_args, django_db, options={"guard": "strict", "on_fork": "raise"})
+def test_forked_child_use_is_djangos_operational_error_and_django_recovers(
+    connect_args, django_db, route
+):
+    env = django_env(
+        connect_args, django_db, route=route.name, options={"guard": "strict", "on_fork": "raise"}
+    )
     report = scenario("fork", env)
     child = report["child"]["value"]
     first = child["first"]["error"]
     assert first["type"] == "django.db.utils.OperationalError"
     assert first["args"][0] == 2006
-    assert first["cause"]["type"] == "guarddb.errors.ForkedConnectionError"
+    assert first["cause"]["type"] == f"{route.guard_errors}.ForkedConnectionError"
     assert "inherited across fork()" in first["args"][1]
     # close_if_unusable_or_obsolete() saw the error, pinged (refused), closed the inherited
     # connection (harmless in a child) and the next query opened the child's own session.
@@ -276,8 +356,13 @@ def test_forked_child_use_is_djangos_operational_error_and_django_recovers(conne
     assert report["main_after"] == {"value": report["main_session"]}
 
 
-def test_forked_child_reconnects_with_on_fork_reconnect_in_options(connect_args, django_db):
-    env = django_env(connect_args, django_db, options={"guard": "strict", "on_fork": "reconnect"})
+def test_forked_child_reconnects_with_on_fork_reconnect_in_options(connect_args, django_db, route):
+    env = django_env(
+        connect_args,
+        django_db,
+        route=route.name,
+        options={"guard": "strict", "on_fork": "reconnect"},
+    )
     report = scenario("fork", env)
     child = report["child"]["value"]
     assert "value" in child["first"], child["first"]
@@ -290,7 +375,12 @@ def test_forked_child_reconnects_with_on_fork_reconnect_in_options(connect_args,
 
 
 def run_django_worker(
-    connect_args: dict[str, Any], database: str, broker_url: str, state_dir: str, driver: str
+    connect_args: dict[str, Any],
+    database: str,
+    broker_url: str,
+    state_dir: str,
+    driver: str,
+    route: Route,
 ) -> dict[str, Any]:
     """Run the project's Celery worker; send ORM tasks, then raw-connection tasks."""
     backend = result_backend_for(broker_url)
@@ -298,6 +388,7 @@ def run_django_worker(
         connect_args,
         database,
         driver=driver,
+        route=route.name,
         broker=broker_url,
         backend=backend,
         time_limit=TIME_LIMIT,
@@ -340,28 +431,35 @@ def run_django_worker(
     }
 
 
-def assert_orm_tasks_fine(result: dict[str, Any]) -> None:
+def assert_orm_tasks_fine(
+    result: dict[str, Any], connection_class: str, *, parent_session_survives: bool = True
+) -> None:
     parent = result["parent"]
     for outcome in result["orm"]:
         assert outcome.ok, (outcome.exception, outcome.traceback)
         (tag,) = outcome.args
+        assert outcome.value["connection_class"] == connection_class
         assert outcome.value["rows"] == [[tag, outcome.value["pid"]]]
         assert outcome.value["connection_id"] != parent["django_connection_id"]
         assert result["landed"][tag] == 1
-    # The main process's Django session, open at fork, is the same and answers at shutdown.
-    assert result["shutdown"]["django_connection_id"] == parent["django_connection_id"]
+    at_shutdown = result["shutdown"]["django_connection_id"]
+    if parent_session_survives:
+        # The main process's Django session, open at fork, is the same and answers at shutdown.
+        assert at_shutdown == parent["django_connection_id"]
+    else:
+        assert re.match(r"OperationalError: \((2006|2013),", str(at_shutdown)), at_shutdown
 
 
 @needs_celery
 def test_celery_django_guarddb_tasks_succeed_and_the_parent_survives(
-    connect_args, django_db, broker_url, tmp_path
+    connect_args, django_db, route, broker_url, tmp_path
 ):
-    result = run_django_worker(connect_args, django_db, broker_url, str(tmp_path), "guarddb")
+    result = run_django_worker(connect_args, django_db, broker_url, str(tmp_path), "guarddb", route)
     parent = result["parent"]
     # The module-level ORM query's connection was closed by the fixup at worker_init; the
     # worker_init handler's query opened the one that is open at fork.
     assert result["module"]["django_connection_id"] != parent["django_connection_id"]
-    assert_orm_tasks_fine(result)
+    assert_orm_tasks_fine(result, route.guarded_class)
     for outcome in result["orm"]:
         assert outcome.value["guard_mode"] == "strict"
     # The raw connection the fixup knows nothing of: each child reconnects (GUARDDB_ON_FORK).
@@ -369,6 +467,7 @@ def test_celery_django_guarddb_tasks_succeed_and_the_parent_survives(
         assert outcome.ok, (outcome.exception, outcome.traceback)
         (tag, _) = outcome.args
         value = outcome.value
+        assert value["connection_class"] == route.guarded_class
         assert value["echoes"] == [f"{tag}:{n}" for n in range(RAW_ROUNDS)]
         assert value["rows"] == [[tag, value["pid"]]]
         assert value["connection_id"] != parent["raw_connection_id"]
@@ -378,13 +477,23 @@ def test_celery_django_guarddb_tasks_succeed_and_the_parent_survives(
 
 
 @needs_celery
-def test_celery_django_plain_mysqlclient_fixup_covers_orm_not_a_raw_connection(
-    connect_args, django_db, broker_url, tmp_path
+def test_celery_django_plain_driver_fixup_covers_orm_not_a_raw_connection(
+    connect_args, django_db, route, broker_url, tmp_path
 ):
-    """Plain mysqlclient: Celery's fixup closes the inherited Django connection in each child,
-    so ORM tasks are fine; the module-level raw connection is shared and breaks."""
-    result = run_django_worker(connect_args, django_db, broker_url, str(tmp_path), "plain")
-    assert_orm_tasks_fine(result)
+    """The plain driver: Celery's fixup closes the inherited Django connection in each child,
+    so ORM tasks are fine; the module-level raw connection is shared and breaks.
+
+    The fixup closes an inherited connection's descriptor (its ``fileno()``) before calling
+    its ``close()``: mysqlclient's COM_QUIT then goes nowhere and the main process's Django
+    session survives.  A PyMySQL connection has no ``fileno()``: each child's ``close()``
+    sends COM_QUIT on the main process's socket, and its Django session is gone.
+    """
+    result = run_django_worker(connect_args, django_db, broker_url, str(tmp_path), "plain", route)
+    assert_orm_tasks_fine(
+        result,
+        route.plain_connection_class,
+        parent_session_survives=route.name == "mysqlclient",
+    )
     bad = []
     errors = collections.Counter(o.exception for o in result["raw"] if not o.ok)
     if errors:
@@ -398,7 +507,7 @@ def test_celery_django_plain_mysqlclient_fixup_covers_orm_not_a_raw_connection(
     raw_at_shutdown = result["shutdown"].get("raw_connection_id")
     if raw_at_shutdown != result["parent"]["raw_connection_id"]:
         bad.append(f"the main process's raw connection at shutdown: {raw_at_shutdown}")
-    print("plain mysqlclient, raw module-level connection:", "; ".join(bad) or "nothing wrong")
+    print(f"plain {route.name}, raw module-level connection:", "; ".join(bad) or "nothing wrong")
     assert bad, f"the shared raw connection showed no failure:\n{result['log']}"
 
 
@@ -406,13 +515,14 @@ def test_celery_django_plain_mysqlclient_fixup_covers_orm_not_a_raw_connection(
 
 
 @pytest.mark.parametrize("driver", ["guarddb", "plain"])
-def test_djangos_parallel_test_runner(connect_args, tmp_path, driver):
+def test_djangos_parallel_test_runner(connect_args, tmp_path, route, driver):
     """``manage.py test --parallel 2`` passes; each worker closes the connection it inherited
-    from the runner: with guarddb the runner's session survives, with plain mysqlclient the
-    workers' COM_QUIT ends it (Django's runner does not use it again, so it still passes)."""
+    from the runner: with guarddb the runner's session survives, with the plain driver
+    (mysqlclient, or PyMySQL through its own install_as_MySQLdb()) the workers' COM_QUIT
+    ends it (Django's runner does not use it again, so it still passes)."""
     name = unique_name("gdr")
     report = tmp_path / "runner.jsonl"
-    env = django_env(connect_args, name, driver=driver)
+    env = django_env(connect_args, name, driver=driver, route=route.name)
     env["GUARDDB_RUNNER_REPORT"] = str(report)
     try:
         done = run_project(
@@ -436,9 +546,12 @@ def test_djangos_parallel_test_runner(connect_args, tmp_path, driver):
         # In a forked worker of the runner, on its clone of the test database.
         assert line["database"] in (f"test_{name}_1", f"test_{name}_2"), line
         assert line["pid"] != line["runner_pid"] == runner["runner"]
+        assert line["connection_class"] == route.connection_class(driver), line
         assert line["guard_mode"] == ("strict" if driver == "guarddb" else None)
     if driver == "guarddb":
         assert runner["after"] == runner["before"]  # the runner's own session survived
     else:
-        # What the workers' COM_QUIT on the shared socket left the runner with.
+        # What the workers' COM_QUIT on the shared socket left the runner with (measured:
+        # mysqlclient's "Server has gone away", PyMySQL's "MySQL server has gone away
+        # (BrokenPipeError(32, 'Broken pipe'))"; 2013 if the runner's query gets out first).
         assert re.match(r"OperationalError: \((2006|2013),", str(runner["after"])), runner

@@ -233,6 +233,38 @@ def test_a_connection_handed_to_a_live_thread_is_not_closed_under_it(connect_arg
     conn.close()
 
 
+def test_close_orphans_closes_it_while_a_new_thread_has_the_ended_owner_s_id(connect_args, watcher):
+    """A thread's id is given again to threads started after it ended (glibc reuses its
+    stack): a live thread with the ended owner's id has not taken its connection over.
+
+    Thread pools that start new threads in rounds (a ThreadPoolExecutor per batch) hit it:
+    the connections of one round's ended threads were never closed once the next round ran.
+    """
+    release = threading.Event()
+    successors = []
+    try:
+        for _attempt in range(10):
+            conn, session, _site = leak_from_thread(connect_args, close_orphans=True)
+            owner = info_of(conn).owner_ident
+            successor = threading.Thread(target=release.wait, args=(30,), name="Successor")
+            successor.start()  # before the ended owner is judged (0.2 s after its end)
+            successors.append(successor)
+            if successor.ident == owner:
+                break
+            conn.close()
+        else:
+            pytest.skip("no new thread got an ended thread's id here")
+        # Nobody has used the connection since its owner ended: an orphan, closed.
+        wait_until(lambda: session not in watcher(), timeout=5)
+        with pytest.raises(IdleClosedError, match="owner thread ended"):
+            one(conn, "SELECT 1")
+        conn.close()
+    finally:
+        release.set()
+        for successor in successors:
+            successor.join()
+
+
 def test_close_orphans_as_a_process_default_and_from_the_environment(connect_args):
     code = f"""
 import threading, guarddb, time

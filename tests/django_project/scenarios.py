@@ -38,6 +38,10 @@ def session_id() -> int:
         return int(cursor.fetchone()[0])
 
 
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def describe(exc: BaseException | None) -> dict[str, Any] | None:
     """An exception as data: class (module.name), args, and its __cause__ the same way."""
     if exc is None:
@@ -102,7 +106,7 @@ def options() -> dict[str, Any]:
     dbapi = connection.connection
     guard = getattr(dbapi, "_guard", None)
     return {
-        "class": f"{type(dbapi).__module__}.{type(dbapi).__qualname__}",
+        "class": qualified_name(type(dbapi)),
         "guard_mode": getattr(dbapi, "guard_mode", None),
         "on_fork": getattr(guard, "on_fork", None),
         "database": connection.settings_dict["NAME"],
@@ -125,6 +129,7 @@ def thread_pool() -> dict[str, Any]:
                 "session": session,
                 "rows": [list(r) for r in rows],
                 "guard_mode": getattr(connection.connection, "guard_mode", None),
+                "connection_class": qualified_name(type(connection.connection)),
                 "thread": threading.get_ident(),
             }
         finally:
@@ -263,6 +268,7 @@ def thread_pool_leak() -> dict[str, Any]:
             break
         time.sleep(0.05)  # polling the server: nothing signals a session's end
     return {
+        "connection_class": qualified_name(type(connection.connection)),
         "baseline": baseline,
         "after_pools": after_pools,
         "settled": settled,

@@ -234,7 +234,8 @@ def _idle_seconds_held(slot: Any) -> float:
 
 # -- orphans ------------------------------------------------------------------------------
 
-_ended: list[tuple[float, int, int, str]] = []  # (when, token, ident, who) to judge
+#: (when, token, ident, who, when on the clock of a slot's last_used_ns) to judge.
+_ended: list[tuple[float, int, int, str, int]] = []
 _judging = threading.Lock()
 
 
@@ -245,7 +246,7 @@ def _main_thread_ident() -> int | None:
 def _owner_ended(token: int, ident: int, who: str) -> None:
     # Runs in the ending thread, during its clean-up: note it and nudge the
     # lifecycle thread, nothing more (no thread is started from here).
-    _ended.append((time.monotonic(), token, ident, who))
+    _ended.append((time.monotonic(), token, ident, who, lib.guard_coarse_ns()))
     _lifecycle.event.set()
 
 
@@ -260,16 +261,18 @@ def _judge_ended_owners(now: float) -> float | None:
             _ended.remove(entry)
     if not ready:
         return _ended[0][0] + _ORPHAN_GRACE if _ended else None
-    tokens = {token: (ident, who) for _when, token, ident, who in ready}
+    tokens = {token: (ident, who, ended_ns) for _when, token, ident, who, ended_ns in ready}
     for conn in _snapshot():
         guard = conn._guard
         if guard.owner_thread is None or guard.owner_thread.token not in tokens:
             continue
+        ident, who, ended_ns = tokens[guard.owner_thread.token]
         if not guard.orphan_reported:
             guard.orphan_reported = True
-            _report_orphan(conn, *tokens[guard.owner_thread.token])
+            _report_orphan(conn, ident, who)
         if guard.close_orphans:
-            _close(conn, "its owner thread ended (close_orphans=True)", orphan=True)
+            reason = "its owner thread ended (close_orphans=True)"
+            _close(conn, reason, orphan=True, ended=(ident, ended_ns))
     return _ended[0][0] + _ORPHAN_GRACE if _ended else None
 
 
@@ -296,11 +299,16 @@ def _report_orphan(conn: Connection, ident: int, who: str) -> None:
 
 
 def _close(
-    conn: Connection, reason: str, orphan: bool = False, max_idle: float | None = None
+    conn: Connection,
+    reason: str,
+    orphan: bool = False,
+    max_idle: float | None = None,
+    ended: tuple[int, int] | None = None,
 ) -> bool:
     """Close ``conn`` for guarddb, holding its guard slot; False if it is in use now.
 
     With ``max_idle``, only if it is still idle that long once the slot is held.
+    An orphan's ``ended`` is its owner's id and the moment it ended (guard_coarse_ns()).
     """
     guard = conn._guard
     slot = guard.slot
@@ -319,7 +327,7 @@ def _close(
             return False
         if orphan:
             last_user = int(slot.owner)
-            if guard.mode != "strict" and last_user != me and identity.alive(last_user):
+            if guard.mode != "strict" and last_user != me and _taken_over(slot, last_user, ended):
                 return False  # another live thread took it over without adopt(): it is used
             reason += _finish_for_dead_owner(conn)
         else:
@@ -385,6 +393,22 @@ def _server_confirms_read_only(conn: Connection) -> bool:
         conn._guard.wrote = True  # the server knows better: keep it until commit or rollback
         return False
     return True
+
+
+def _taken_over(slot: Any, last_user: int, ended: tuple[int, int] | None) -> bool:
+    """Whether ``last_user``, the connection's last user, is a live thread other than its
+    ended owner (exclusive mode lets a thread take a connection over without adopt()).
+
+    A thread's id is given again to threads started after it ended (glibc reuses its
+    stack): the ended owner's id belongs to another thread only if the connection was
+    used after the owner ended (a use in the very tick of the end is taken for the owner's).
+    """
+    if not identity.alive(last_user):
+        return False
+    if ended is None:
+        return True
+    owner, ended_ns = ended
+    return last_user != owner or int(slot.last_used_ns) > ended_ns
 
 
 def _finish_for_dead_owner(conn: Connection) -> str:

@@ -1,6 +1,8 @@
 """Settings of the test project, driven by the environment variable ``GUARDDB_DJANGO`` (JSON).
 
-Keys: ``driver`` (``"guarddb"``, the default, or ``"plain"`` for mysqlclient itself),
+Keys: ``driver`` (``"guarddb"``, the default, or ``"plain"`` for the driver itself),
+``route`` (the driver under Django's MySQLdb: ``"mysqlclient"``, the default, or
+``"pymysql"``: PyMySQL through ``install_as_MySQLdb()``, guarddb's or PyMySQL's own),
 ``connect_args`` (guarddb's test server: unix_socket or host/port, user, password,
 database), ``name`` (the database to use), ``options`` (the backend's OPTIONS: guarddb's
 connect keywords such as ``guard`` and ``on_fork``), and for Celery ``broker``,
@@ -16,10 +18,22 @@ import os
 
 CONFIG = json.loads(os.environ["GUARDDB_DJANGO"])
 DRIVER = CONFIG.get("driver", "guarddb")
+ROUTE = CONFIG.get("route", "mysqlclient")
 
-if DRIVER == "guarddb":
-    # Before anything imports MySQLdb: Django's mysql backend then gets guarddb's
-    # connections and cursors, unchanged.
+# Before anything imports MySQLdb: Django's mysql backend then gets guarddb's
+# connections and cursors (or PyMySQL's), unchanged.
+if ROUTE == "pymysql":
+    if DRIVER == "guarddb":
+        import guarddb.pymysql
+
+        guarddb.pymysql.install_as_MySQLdb()
+    else:
+        import pymysql
+
+        pymysql.install_as_MySQLdb()
+elif ROUTE != "mysqlclient":
+    raise ValueError(f"unknown route {ROUTE!r}")
+elif DRIVER == "guarddb":
     import guarddb
 
     guarddb.install_as_MySQLdb()

@@ -29,6 +29,10 @@ def django_connection_id() -> int:
         return int(cursor.fetchone()[0])
 
 
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def raw_connection_id(conn: Any) -> int:
     cursor = conn.cursor()
     cursor.execute("SELECT CONNECTION_ID()")
@@ -62,6 +66,7 @@ def orm_note(tag: str) -> dict[str, Any]:
         "pid": os.getpid(),
         "connection_id": session,
         "rows": rows,
+        "connection_class": qualified_name(type(dbapi)),
         "guard_mode": getattr(dbapi, "guard_mode", None),
     }
 
@@ -115,4 +120,10 @@ def raw_note(tag: str, rounds: int) -> dict[str, Any]:
     cursor.execute("SELECT tag, pid FROM notes_note WHERE tag = %s", (tag,))
     rows = [[row[0], int(row[1])] for row in cursor.fetchall()]
     cursor.close()
-    return {"pid": os.getpid(), "connection_id": int(session), "echoes": echoes, "rows": rows}
+    return {
+        "pid": os.getpid(),
+        "connection_id": int(session),
+        "echoes": echoes,
+        "rows": rows,
+        "connection_class": qualified_name(type(RAW)),
+    }

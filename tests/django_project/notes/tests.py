@@ -1,7 +1,8 @@
 """Tests for Django's own runner (``manage.py test --parallel 2``), run by tests/test_django.py.
 
-Each test writes a line to ``$GUARDDB_RUNNER_REPORT`` (pid, database, guard mode, session) so
-the outer test can see that they ran in the runner's forked workers, on the cloned databases.
+Each test writes a line to ``$GUARDDB_RUNNER_REPORT`` (pid, database, the DB-API connection's
+class and guard mode, session) so the outer test can see that they ran in the runner's forked
+workers, on the cloned databases, through the driver the settings installed.
 Three TestCase classes: the parallel runner hands out whole classes.
 """
 
@@ -17,6 +18,10 @@ from django.test import TestCase, TransactionTestCase
 from notes.models import Note
 
 
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def report(test: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT CONNECTION_ID(), DATABASE()")
@@ -27,6 +32,7 @@ def report(test: str) -> None:
         # The settings were loaded by the runner's own process, before it forked its workers.
         "runner_pid": settings.LOADED_IN_PID,
         "database": database,
+        "connection_class": qualified_name(type(connection.connection)),
         "guard_mode": getattr(connection.connection, "guard_mode", None),
         "session": int(session),
     }
