@@ -46,6 +46,29 @@ _enter = lib.guard_enter_as
 _enter_wait = lib.guard_enter_wait_without_gil
 _leave = lib.guard_leave
 
+
+def _enter_as_current(slot: Any, flags: int) -> int:
+    """Enter for the calling greenlet: its identity handed to the C guard."""
+    return int(lib.guard_enter_as(slot, flags, identity.get_ident()))
+
+
+def bind_statement_path(namespace: dict[str, Any]) -> None:
+    """Give a driver module's statement path ``get_ident`` and ``c_enter`` as globals.
+
+    ``get_ident()``: the caller's identity; ``c_enter(slot, flags)``: the C
+    guard's enter for it (for an OS thread the C guard takes pthread_self()
+    itself).  Module globals, for speed: a module attribute look-up each would
+    cost every round trip.  They are rebound once, if identities become greenlets.
+    """
+
+    def bind() -> None:
+        namespace["get_ident"] = identity.get_ident
+        namespace["c_enter"] = _enter_as_current if identity.greenlets else lib.guard_enter
+
+    bind()
+    identity.on_switch(bind)
+
+
 #: How long one wait in C lasts before Python gets a chance to run signal handlers.
 _WAIT_SLICE = 0.1
 #: How long a waiting greenlet sleeps at most before it looks again (a leave in

@@ -82,6 +82,8 @@ _OFF = frozenset({"0", "OFF", "FALSE", "'OFF'", "'0'"})
 def classify(sql: str | bytes | bytearray) -> Kinds:
     """The kind of ``sql`` (a tuple of kinds for a multi-statement); cached by text."""
     global _cached_chars
+    if not isinstance(sql, (str, bytes, bytearray)):
+        return WRITE  # not SQL text: the driver refuses it, with its own error
     kinds = KINDS.get(sql) if not isinstance(sql, bytearray) else None
     if kinds is None:
         text = sql.decode("latin-1") if isinstance(sql, (bytes, bytearray)) else str(sql)

@@ -13,7 +13,7 @@ Any subclass of a MySQLdb cursor class given to ``conn.cursor(cls)`` or
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import MySQLdb.connections as _mysqldb_connections
 import MySQLdb.cursors as _mc
@@ -26,31 +26,23 @@ from ...core.errors import GuardError
 from . import errors
 
 _c_connection = _mysql.connection
+# What the direct statement path calls: libmysqlclient through mysqlclient's C type,
+# as mysqlclient's own Python methods do.
+_c_query = _c_connection.query
+_c_store_result = _c_connection.store_result
+_c_next_result = _c_connection.next_result
+_c_discard_result = _c_connection.discard_result
+_c_warning_count = _c_connection.warning_count
+_c_affected_rows = _c_connection.affected_rows
+_c_insert_id = _c_connection.insert_id
 _KINDS = transactions.KINDS
 _READ, _WRITE = transactions.READ, transactions.WRITE
 _c_leave = _guard.lib.guard_leave
 
-# The caller's identity and the guard's enter, as the statement path and the fast
-# fetches call them: module globals, for speed (a module attribute look-up each
-# would cost every round trip), rebound once if identities become greenlets.
-#: The calling thread's identity (identity.get_ident as it is now).
-get_ident = _identity.get_ident
-#: Enter for the calling OS thread: the C guard takes pthread_self() itself.
-_c_enter = _guard.lib.guard_enter
-
-
-def _enter_as_current(slot: Any, flags: int) -> int:
-    """Enter for the calling greenlet: its identity handed to the C guard."""
-    return int(_guard.lib.guard_enter_as(slot, flags, _identity.get_ident()))
-
-
-def _use_greenlets() -> None:
-    global get_ident, _c_enter
-    get_ident = _identity.get_ident
-    _c_enter = _enter_as_current
-
-
-_identity.on_switch(_use_greenlets)
+# The caller's identity and the guard's enter, as module globals: bind_statement_path.
+get_ident: Callable[[], int] = _identity.get_ident
+c_enter: Callable[[Any, int], int] = _guard.lib.guard_enter
+_guard.bind_statement_path(globals())
 _MySQLdbConnection = _mysqldb_connections.Connection
 #: mysqlclient 2.3 cursors have warning_count; 2.2 ones do not set it in _query.
 _SETS_WARNING_COUNT = "warning_count" in _mc.BaseCursor._query.__code__.co_names
@@ -84,6 +76,34 @@ BaseCursor = _mc.BaseCursor
 RE_INSERT_VALUES = _mc.RE_INSERT_VALUES
 
 
+def _direct_path(cls: type) -> bool:
+    """Whether ``cls``'s execute() may run mysqlclient's statement steps inline.
+
+    Only for a buffered class whose every step is mysqlclient's own (or
+    guarddb's exact re-implementation of it): a class that overrides any of
+    them, or an unbuffered one, takes mysqlclient's execute, which calls
+    whatever the class has.
+    """
+    if not issubclass(cls, _mc.BaseCursor) or not issubclass(cls, GuardedStoreResultMixIn):
+        return False  # (guarddb's mixins themselves, as they are defined, stop here)
+    if super(GuardedCursorMixIn, cls).execute is not _mc.BaseCursor.execute:  # type: ignore[misc]
+        return False
+    # mysqlclient's own steps, or guarddb's exact re-implementations (mutex mode's
+    # per-thread ones write the same values into per-thread slots: inline, they are
+    # written through the per-thread properties).
+    own = {
+        "_query": (GuardedCursorMixIn._query, PerThreadResultsMixIn._query),
+        "_discard": (GuardedCursorMixIn._discard,),
+        "_get_result": (GuardedStoreResultMixIn._get_result,),
+        "_do_get_result": (_mc.BaseCursor._do_get_result, PerThreadResultsMixIn._do_get_result),
+        "_post_get_result": (_mc.CursorStoreResultMixIn._post_get_result,),
+        "_mogrify": (_mc.BaseCursor._mogrify,),
+        "_get_db": (_mc.BaseCursor._get_db,),
+        "_fetch_row": (_mc.BaseCursor._fetch_row,),
+    }
+    return all(getattr(cls, name, None) in methods for name, methods in own.items())
+
+
 class GuardedCursorMixIn:
     """Guards the statements of any MySQLdb cursor; put it first in the bases."""
 
@@ -92,6 +112,12 @@ class GuardedCursorMixIn:
     _guard_epoch = -1
     #: Unbuffered cursors hold the connection while their rows are unread.
     _guard_pins_results = False
+    #: execute() runs mysqlclient's statement steps inline (set per class: _direct_path).
+    _guard_direct = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._guard_direct = _direct_path(cls)
 
     def _statement(self, method: Any, statement: Any, *args: Any) -> Any:
         """Run a statement method of mysqlclient's inside the connection's guard.
@@ -106,7 +132,7 @@ class GuardedCursorMixIn:
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = _c_enter(guard.slot, flags)
+            rc = c_enter(guard.slot, flags)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
@@ -146,17 +172,16 @@ class GuardedCursorMixIn:
 
     def execute(self, query: Any, args: Any = None) -> Any:
         # _statement(super().execute, query, query, args) unrolled, line for line: the
-        # hottest call there is.  Measured with bench/callgrind_roundtrip.py
-        # (client instructions per execute + fetchone, exclusive mode): 55.4k
-        # through _statement, 51.9k unrolled, plain mysqlclient 47.9k; the
-        # unrolling saves 3.5k of the guard's 7.5k.  Change both together.
+        # hottest call there is, and with mysqlclient's own execute inlined for the
+        # classes whose internals are mysqlclient's (_guard_direct): see _direct_execute.
+        # Change _statement and this together.
         db = self.connection  # type: ignore[attr-defined]
         if db is None:
             return super().execute(query, args)  # type: ignore[misc]
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = _c_enter(guard.slot, flags)
+            rc = c_enter(guard.slot, flags)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
@@ -189,7 +214,57 @@ class GuardedCursorMixIn:
         # The connection calls mysqlclient makes for this statement are inside it already.
         guard.inside = me
         try:
-            result = super().execute(query, args)  # type: ignore[misc]
+            if self._guard_direct and type(db).query is _GUARDED_QUERY:
+                # mysqlclient's BaseCursor.execute, with what it calls inlined
+                # (_discard, _mogrify, _get_db, _query, Connection.query,
+                # _do_get_result, _get_result, _post_get_result, _fetch_row: ten
+                # frames), each step as mysqlclient does it and in its order.
+                # _discard:
+                self.description = None
+                self.description_flags = None
+                self._rows = None
+                self.rownumber = None
+                if self._result:  # type: ignore[has-type]
+                    self._result.discard()  # type: ignore[has-type]
+                    self._result = None
+                while _c_next_result(db) == 0:  # -1 means no more data
+                    _c_discard_result(db)
+                # _mogrify:
+                if args is None and type(query) is str:
+                    q = query.encode(db.encoding)
+                else:
+                    q = self._mogrify(query, args)  # type: ignore[attr-defined]
+                assert isinstance(q, (bytes, bytearray))
+                # _query:
+                self._result = None
+                if _SETS_WARNING_COUNT:
+                    self.warning_count = 0
+                self.rowcount = None
+                self.lastrowid = None
+                # Connection.query: the GIL is released while querying, so an
+                # immutable buffer.
+                _c_query(db, bytes(q) if type(q) is bytearray else q)
+                # _do_get_result, with the store_result of a buffered cursor:
+                self._result = stored = _c_store_result(db)
+                if stored is None:
+                    self.description = self.description_flags = None
+                else:
+                    self.description = stored.describe()
+                    self.description_flags = stored.field_flags()
+                if _SETS_WARNING_COUNT:
+                    self.warning_count = _c_warning_count(db)
+                self.rowcount = result = _c_affected_rows(db)
+                self.rownumber = 0
+                self.lastrowid = _c_insert_id(db)
+                # _post_get_result, a buffered cursor's: every row, now.
+                self._rows = stored.fetch_row(0, self._fetch_type) if stored else ()  # type: ignore[attr-defined]
+                # Freed now, inside the guard, as mysqlclient frees it: freeing a
+                # result takes mysqlclient's connection lock (2.3), which a thread
+                # let in after the guard's leave would find held.
+                self._result = stored = None
+                self._executed = q
+            else:
+                result = super().execute(query, args)  # type: ignore[misc]
             if kinds is not _READ and kinds is not _WRITE:
                 guard.statement_done(kinds, db)  # transaction control in SQL text
             return result
@@ -546,34 +621,14 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
                 guard.unpin_result()
 
 
-class Cursor(GuardedStoreResultMixIn, _mc.Cursor):
-    """The standard cursor: rows as tuples, the result stored in the client."""
-
-    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
-
-
-class DictCursor(GuardedStoreResultMixIn, _mc.DictCursor):
-    """Rows as dictionaries, the result stored in the client."""
-
-    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
-
-
-class SSCursor(GuardedUseResultMixIn, _mc.SSCursor):
-    """Rows as tuples, the result read from the server row by row (unbuffered)."""
-
-    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
-
-
-class SSDictCursor(GuardedUseResultMixIn, _mc.SSDictCursor):
-    """Rows as dictionaries, the result read from the server row by row (unbuffered)."""
-
-    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
-
-
-def _per_thread_attribute(name: str) -> property:
+def _per_thread_attribute(cls: type, name: str) -> property:
     """A result attribute that reads the calling thread's own value (mutex mode).
 
-    The value lives in the slot ``_pt_<name>`` of :class:`PerThreadResultsMixIn`.
+    The value lives in the slot ``_pt_<name>`` of ``cls``.  A read from another
+    thread than the one whose state is in place waits and brings its own back;
+    a write (only ever inside a statement, whose thread's state is in place)
+    goes straight to the slot, through the slot's own C setter: no Python frame
+    (the direct statement path makes a dozen per execute).
     """
     slot = f"_pt_{name}"
 
@@ -582,10 +637,9 @@ def _per_thread_attribute(name: str) -> property:
             return getattr(self, slot)
         return self._guard_fetch_slow(getattr, self, slot)  # waits, brings its state back
 
-    def write(self: Any, value: Any) -> None:
-        setattr(self, slot, value)
-
-    return property(read, write, doc=f"The calling thread's own ``{name}`` (mutex mode).")
+    return property(
+        read, vars(cls)[slot].__set__, doc=f"The calling thread's own ``{name}`` (mutex mode)."
+    )
 
 
 _PER_THREAD_ATTRIBUTES = (
@@ -603,7 +657,8 @@ class PerThreadResultsMixIn:
 
     The rows and these attributes are swapped per thread under the
     connection's lock (``_guard_swap_state``); reading one from a thread
-    whose result is not the one in place waits its turn and reads its own.
+    whose result is not the one in place waits its turn and reads its own
+    (the properties are set on the class once it has its slots: see below).
     The internals and the fast fetches use the slots behind these properties
     directly: they only do so when the state in place is the caller's.
     """
@@ -616,13 +671,6 @@ class PerThreadResultsMixIn:
     def __init__(self, connection: Any) -> None:
         self._guard_states: dict[int, dict[str, Any]] = {}  # thread -> its result, put aside
         super().__init__(connection)  # type: ignore[call-arg]
-
-    description = _per_thread_attribute("description")
-    description_flags = _per_thread_attribute("description_flags")
-    rowcount = _per_thread_attribute("rowcount")
-    lastrowid = _per_thread_attribute("lastrowid")
-    rownumber = _per_thread_attribute("rownumber")
-    warning_count = _per_thread_attribute("warning_count")
 
     # A statement writes these a dozen times; inside it the state in place is
     # the calling thread's, so the per-statement internals write the slots,
@@ -657,6 +705,13 @@ class PerThreadResultsMixIn:
         self._pt_rowcount = db.affected_rows()
         self._pt_rownumber = 0
         self._pt_lastrowid = db.insert_id()
+
+
+for _name in _PER_THREAD_ATTRIBUTES:
+    # mysqlclient 2.2's cursors have no warning_count
+    if _name != "warning_count" or _SETS_WARNING_COUNT:
+        setattr(PerThreadResultsMixIn, _name, _per_thread_attribute(PerThreadResultsMixIn, _name))
+del _name
 
 
 class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
@@ -773,6 +828,30 @@ class PerThreadUseResultMixIn(PerThreadResultsMixIn):
         return rows[0]
 
 
+class Cursor(GuardedStoreResultMixIn, _mc.Cursor):
+    """The standard cursor: rows as tuples, the result stored in the client."""
+
+    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
+
+
+class DictCursor(GuardedStoreResultMixIn, _mc.DictCursor):
+    """Rows as dictionaries, the result stored in the client."""
+
+    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
+
+
+class SSCursor(GuardedUseResultMixIn, _mc.SSCursor):
+    """Rows as tuples, the result read from the server row by row (unbuffered)."""
+
+    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
+
+
+class SSDictCursor(GuardedUseResultMixIn, _mc.SSDictCursor):
+    """Rows as dictionaries, the result read from the server row by row (unbuffered)."""
+
+    __module__ = "guarddb.cursors"  # its public path (pickles, reprs)
+
+
 _FETCH_METHODS = ("fetchone", "fetchmany", "fetchall", "scroll", "__iter__", "__next__")
 _STATEMENT_INTERNALS = ("_query", "_discard", "_get_result")
 
@@ -808,7 +887,17 @@ def guarded_class(cls: type, per_thread_results: bool = False) -> type:
             mixin = PerThreadUseResultMixIn
         else:
             mixin = PerThreadResultsMixIn
-        return type(guarded.__name__, (mixin, guarded), {"__module__": cls.__module__})
+        # The per-thread internals stand in for guarddb's and mysqlclient's own: a
+        # class's own _query or _do_get_result stays in front of them.
+        own = {
+            name: getattr(guarded, name)
+            for name, standard in (
+                ("_query", GuardedCursorMixIn._query),
+                ("_do_get_result", _mc.BaseCursor._do_get_result),
+            )
+            if getattr(guarded, name) is not standard
+        }
+        return type(guarded.__name__, (mixin, guarded), {"__module__": cls.__module__, **own})
     if issubclass(cls, GuardedCursorMixIn):
         return cls
     if not issubclass(cls, _mc.BaseCursor):

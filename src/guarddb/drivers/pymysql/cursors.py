@@ -31,6 +31,11 @@ from . import errors
 _EXECUTE_MOGRIFIES = "_mogrify" not in _pc.Cursor.execute.__code__.co_names
 _KINDS = transactions.KINDS
 _READ, _WRITE = transactions.READ, transactions.WRITE
+_c_leave = _guard.lib.guard_leave
+# The caller's identity and the guard's enter, as module globals: bind_statement_path.
+get_ident: Callable[[], int] = identity.get_ident
+c_enter: Callable[[Any, int], int] = _guard.lib.guard_enter
+_guard.bind_statement_path(globals())
 
 #: What a statement leaves in a cursor, as mutex mode stores it: each thread has its own.
 _FRESH_RESULT_STATE = {
@@ -78,8 +83,14 @@ class GuardedCursorMixIn:
             if db is None:  # closed: PyMySQL's own error
                 return _pc.Cursor.execute(self, query, args)
             guard = UNGUARDED  # a plain PyMySQL connection
-        guard.enter(self)
-        me = identity.get_ident()
+        flags = guard.flags
+        if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
+            rc = c_enter(guard.slot, flags)
+            if rc:
+                guard.refused(rc)
+            if guard.pending is not None:
+                guard.check_pending(self)
+        me = get_ident()
         if self._guard_tid != me:
             if guard.per_thread_results:
                 self._guard_swap_state(me)
@@ -127,7 +138,8 @@ class GuardedCursorMixIn:
                 self._guard_settle(guard, db)  # type: ignore[attr-defined]
             if guard.holds_transactions:
                 guard.hold_transaction(db)
-            guard.leave()
+            if flags >= 0 and _c_leave(guard.slot):
+                guard.wake()  # greenlets wait to enter
 
     def _guard_statement(self, method: Callable[..., Any], *args: Any) -> Any:
         """Run a statement method of PyMySQL's inside the connection's guard (see execute)."""
@@ -136,7 +148,7 @@ class GuardedCursorMixIn:
             return method(*args)  # a closed cursor: PyMySQL raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
         guard.enter(self)
-        me = identity.get_ident()
+        me = get_ident()
         if self._guard_tid != me:
             if guard.per_thread_results:
                 self._guard_swap_state(me)
@@ -174,7 +186,7 @@ class GuardedCursorMixIn:
         # result it is, without the guard (once per statement).
         result, db = self._result, self.connection  # type: ignore[attr-defined]
         if (
-            identity.get_ident() == self._guard_tid
+            get_ident() == self._guard_tid
             and self._guard_epoch == _guard.epoch
             and db is not None
             and (result is None or result is not db._result or not result.has_next)
@@ -185,7 +197,7 @@ class GuardedCursorMixIn:
     def _guard_nextset(self) -> Any:
         """nextset() in full: a statement (it reads the next result from the server)."""
         db = self.connection  # type: ignore[attr-defined]
-        if db is not None and getattr(db, "_guard", UNGUARDED).inside == identity.get_ident():
+        if db is not None and getattr(db, "_guard", UNGUARDED).inside == get_ident():
             return super().nextset()  # type: ignore[misc]  # inside this thread's statement
         return self._guard_statement(super().nextset)  # type: ignore[misc]
 
@@ -290,7 +302,7 @@ class GuardedCursorMixIn:
         if not entered:  # guarddb closed the connection a moment ago
             self._guard_close_locally(guard)
             return
-        outer, guard.inside = guard.inside, identity.get_ident()
+        outer, guard.inside = guard.inside, get_ident()
         try:
             super().close()  # type: ignore[misc]
         finally:
@@ -326,7 +338,7 @@ class GuardedCursorMixIn:
         db = self.connection  # type: ignore[attr-defined]
         guard = getattr(db, "_guard", UNGUARDED) if db is not None else self._guard_closed
         if guard is None or guard.mode == "off":
-            self._guard_tid = identity.get_ident()
+            self._guard_tid = get_ident()
             return fetch(*args)
         if self._guard_epoch != _guard.epoch and self._executed:  # type: ignore[attr-defined]
             raise guard.violation(guard.forked_error())
@@ -338,7 +350,7 @@ class GuardedCursorMixIn:
             return fetch(*args)  # a closed cursor: nothing to wait for
         guard.enter(self)
         try:
-            me = identity.get_ident()
+            me = get_ident()
             if self._guard_tid != me:
                 self._guard_swap_state(me)
             return fetch(*args)
@@ -364,7 +376,7 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
     def fetchone(self) -> Any:
         """Fetch the next row."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -375,7 +387,7 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
 
     def __next__(self) -> Any:
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
@@ -390,7 +402,7 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch several rows."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -405,7 +417,7 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
     def fetchall(self) -> Any:
         """Fetch all the rows."""
         rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -419,7 +431,7 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
         return result
 
     def scroll(self, value: int, mode: str = "relative") -> None:
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[misc,no-any-return]
         return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
 
@@ -462,7 +474,7 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
     def fetchone(self) -> Any:
         """Fetch next row."""
         # PyMySQL's own, with the check in front: it runs once per row.
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -480,13 +492,13 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
 
     def fetchall(self) -> Any:
         """Fetch all, as per MySQLdb (a list, read row by row)."""
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
         return super().fetchall()  # type: ignore[misc]
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch many."""
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
         try:
             return super().fetchmany(size)  # type: ignore[misc]
@@ -494,7 +506,7 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
             self._guard_settle_read()
 
     def scroll(self, value: int, mode: str = "relative") -> None:
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[misc,no-any-return]
         try:
             return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
@@ -576,7 +588,7 @@ def _per_thread_attribute(name: str) -> property:
     slot = f"_pt_{name}"
 
     def read(self: Any) -> Any:
-        if identity.get_ident() == self._guard_tid or not self._guard_tid:
+        if get_ident() == self._guard_tid or not self._guard_tid:
             return getattr(self, slot)
         return self._guard_fetch_slow(getattr, self, slot)  # waits, brings its state back
 
@@ -683,7 +695,7 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
     def fetchone(self) -> Any:
         """Fetch the next row."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -694,7 +706,7 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
 
     def __next__(self) -> Any:
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
             row = self._guard_fetch_slow(self.fetchone)  # type: ignore[attr-defined]
             if row is None:
                 raise StopIteration
@@ -709,7 +721,7 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch several rows."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[attr-defined,misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -723,7 +735,7 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
     def fetchall(self) -> Any:
         """Fetch all the rows."""
         rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[attr-defined,misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -749,7 +761,7 @@ class PerThreadUnbufferedMixIn(PerThreadResultsMixIn):
 
     def fetchone(self) -> Any:
         """Fetch next row."""
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
         if not self._executed:  # type: ignore[attr-defined]
             raise ProgrammingError("execute() first")
@@ -780,7 +792,7 @@ def _checked(method: Any, settles: bool) -> Any:
 
     @functools.wraps(method)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if identity.get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(functools.partial(method, self, *args, **kwargs))
         if not settles:
             return method(self, *args, **kwargs)
