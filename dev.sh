@@ -6,7 +6,7 @@
 #
 # What gets installed: Debian packages (a C compiler, pkg-config,
 # libmariadb-dev for building mysqlclient, mariadb-server for the private test
-# server, redis-server for the Celery tests' broker, the Python headers and venv
+# server, redis-server for the Celery tests' broker, valgrind for the callgrind counts, the Python headers and venv
 # module when missing), then two virtual
 # environments: .venv (the newest mysqlclient 2.3) and .venv-mysqlclient22 (the
 # oldest supported, 2.2.0), each with guarddb built and installed from this tree.
@@ -24,8 +24,9 @@ as_root() {
 }
 
 install_system_packages() {
-    # redis-server: the Celery tests' broker when none runs (they start a private one).
-    local wanted=(gcc pkg-config libmariadb-dev mariadb-server redis-server)
+    # redis-server: the Celery tests' broker when none runs (they start a private one);
+    # valgrind: callgrind counts the round trip's instructions (bench/callgrind_roundtrip.py).
+    local wanted=(gcc pkg-config libmariadb-dev mariadb-server redis-server valgrind)
     if ! "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
         wanted+=(python3-dev)
     fi
@@ -103,6 +104,10 @@ run_tests() {
     .venv/bin/python .ci/mysqlclient_suite.py
     say "mysqlclient's own test suite, guarddb installed as MySQLdb (mysqlclient $OLDEST_MYSQLCLIENT)"
     .venv-mysqlclient22/bin/python .ci/mysqlclient_suite.py
+
+    # Instructions, not seconds: stable under load, so a budget may fail the run.
+    say "callgrind: client instructions per round trip, guarded minus plain, against budgets"
+    .venv/bin/python bench/callgrind_roundtrip.py --budget
 
     say "guarddb's tests with mysqlclient $OLDEST_MYSQLCLIENT"
     .venv-mysqlclient22/bin/python -m pytest -q -p no:cacheprovider tests
