@@ -256,7 +256,12 @@ def test_queuepool_across_threads(engines, violations, mode, guarded):
         guarded=guarded, pool_size=3, max_overflow=0, pool_timeout=60, connect_args={"guard": mode}
     )
     assert_hammer_clean(hammer(engine, threads=8, checkouts=20), pool_size=3)
-    assert list(violations) == []  # nothing refused, not even quietly (a close the pool logs)
+    # Nothing refused, not even quietly (a close the pool logs).  Without guard_engine
+    # the pool's connections are never disowned at check-in: once the threads that
+    # opened them end, guarddb may report them as orphans (when it looks, a moment
+    # later: only under load does that fall inside the test).
+    refused = [v for v in violations if guarded or v.kind != "orphan"]
+    assert refused == []
 
 
 #: For PyMySQL's route: mysqlclient is not needed, so it is not there.
