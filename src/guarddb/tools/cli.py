@@ -2,7 +2,8 @@
 
 ``python -m guarddb run [--mode MODE] [--report FILE] [--fail-on-violation]
 (script.py | -m module) [args ...]`` runs an unchanged program with guarddb
-installed as MySQLdb and reports the guard violations it made (see
+installed as MySQLdb and as pymysql (whichever drivers are installed) and
+reports the guard violations it made (see
 :mod:`guarddb.tools.runner` for the exit status and the report).
 
 ``python -m guarddb demo [SCENARIO ...]`` runs the failure scenarios
@@ -174,14 +175,15 @@ def _run_parser(commands: Any) -> None:
 
     run = commands.add_parser(
         "run",
-        help="run a program with guarddb as MySQLdb and report its guard violations",
+        help="run a program with guarddb as MySQLdb and pymysql and report its guard violations",
         usage=(
             "python -m guarddb run [-h] [--mode MODE] [--report FILE] [--fail-on-violation]\n"
             "                             (script.py | -m module) [args ...]"
         ),
         description=(
             "Run an unchanged program (as `python script.py args` or `python -m module args` "
-            "would) with guarddb installed as MySQLdb. Every guard violation is counted, even "
+            "would) with guarddb installed as MySQLdb and as pymysql (each where its driver, "
+            "mysqlclient or PyMySQL, is installed). Every guard violation is counted, even "
             "one the program caught; at exit a summary grouped by where the connection was "
             "opened and where it was refused goes to stderr. The exit status is the "
             "program's own (1 after an uncaught exception), or "
