@@ -183,3 +183,30 @@ def child_pythonpath(*extra: str) -> str:
     if inherited:
         parts.append(inherited)
     return os.pathsep.join(parts)
+
+
+_HIDE_DRIVER = '''\
+"""Written by the tests: {module} cannot be imported, as if its driver were not installed."""
+import sys
+
+
+class _NotInstalled:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] == {module!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled)
+'''
+
+
+def hiding_driver(directory: str | os.PathLike[str], module: str) -> str:
+    """A directory whose ``sitecustomize.py`` makes ``module`` (``MySQLdb``, ``pymysql``)
+    unimportable in any Python started with it first on PYTHONPATH; returns its path."""
+    path = os.path.join(os.fspath(directory), f"without-{module}")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "sitecustomize.py"), "w") as file:
+        file.write(_HIDE_DRIVER.format(module=module))
+    return path

@@ -20,6 +20,7 @@ import pytest
 
 import guarddb
 from guarddb import MODES
+from guarddb.tools.bench import command as bench_command
 from guarddb.tools.bench import cooperative, harness, references, workloads
 from guarddb.tools.bench import report as bench_report
 from guarddb.tools.server import ENV_DSN
@@ -83,10 +84,22 @@ def test_the_quick_bench_prints_every_workload_and_mode(quick_run):
     assert sizes == workloads.QUICK
     for workload in workloads.WORKLOADS:
         assert workloads.describe_workload(workload, sizes) in out, workload.key
-    for mode in MODES:
-        # one table row per workload names the mode in its own column
-        rows = re.findall(rf"^\|[^|\n]*\| {mode}( \(uncontended\))? +\|", out, re.MULTILINE)
-        assert len(rows) == len(workloads.WORKLOADS), (mode, out)
+    mysqlclient_part, pymysql_head, pymysql_part = out.partition(
+        "guarddb.pymysql vs plain PyMySQL "
+    )
+    parts = [mysqlclient_part, pymysql_part] if pymysql_head else [mysqlclient_part]
+    for part in parts:
+        for mode in MODES:
+            # one table row per workload names the mode in its own column
+            rows = re.findall(rf"^\|[^|\n]*\| {mode}( \(uncontended\))? +\|", part, re.MULTILINE)
+            assert len(rows) == len(workloads.WORKLOADS), (mode, out)
+    if importlib.util.find_spec("pymysql") is not None:
+        assert pymysql_head, out  # guarddb.pymysql in every mode against plain PyMySQL
+        roundtrip = r'^\| round trip: execute\("SELECT 1"\) \+ fetchone\(\) +\| exclusive +\|'
+        assert re.search(roundtrip, pymysql_part, re.MULTILINE), out
+        assert "| ≤ 1.02x |" in pymysql_part  # the round trip's target
+    else:
+        assert "guarddb.pymysql against plain PyMySQL: not run: PyMySQL is not installed" in out
     assert "threads share one connection" in out
     assert "every call in one threading.Lock" in out
     # Beside them, under gevent: measured, or said why not.
@@ -134,6 +147,21 @@ def test_the_json_has_every_number(quick_run):
     assert contention["plain_lock_calls_per_s"] > 0
     assert contention["target"] == 1.0
 
+    entry = report["pymysql"]
+    if importlib.util.find_spec("pymysql") is None:
+        assert not entry["available"] and "PyMySQL is not installed" in entry["note"], entry
+    else:
+        assert entry["available"] and entry["version"], entry
+        assert set(entry["modes"]) == set(MODES)
+        for mode in MODES:
+            assert set(entry["modes"][mode]) == set(workloads.WORKLOAD_KEYS), mode
+            for key, stats in entry["modes"][mode].items():
+                _check_stats(stats, rounds, f"pymysql {mode}/{key}")
+                assert stats["target"] == workloads.target(mode, key, "pymysql")
+                assert isinstance(stats["met"], bool)
+                assert stats["base_per_op"] > 0 and stats["other_per_op"] > 0
+            assert entry["modes"][mode]["roundtrip"]["target"] == 1.02  # issue 14, every mode
+
     entry = report["cooperative"]
     assert entry["title"] == cooperative.TITLE
     if importlib.util.find_spec("gevent") is None:
@@ -174,6 +202,18 @@ def test_without_gevent_the_cooperative_row_is_skipped_saying_why(monkeypatch, c
     assert entry["note"] == "not run: gevent is not installed (pip install 'gevent>=24')"
     bench_report._cooperative_table(entry, sys.stdout)
     assert capsys.readouterr().out == f"{cooperative.TITLE}: {entry['note']}\n"
+
+
+def test_without_pymysql_the_pymysql_table_is_skipped_saying_why(monkeypatch, capsys):
+    """PyMySQL made unimportable (None in sys.modules): nothing runs, the report says why."""
+    monkeypatch.setitem(sys.modules, "pymysql", None)
+    progress = harness.Progress(1, out=sys.stderr)
+    tables = workloads.Tables(rows="unused", many="unused")
+    entry = bench_command.run_pymysql({}, workloads.QUICK, tables, 3, progress)
+    assert not entry["available"] and progress.done == 0 and entry["modes"] == {}
+    assert entry["note"] == "not run: PyMySQL is not installed (pip install 'guarddb[pymysql]')"
+    bench_report._pymysql_table(entry, workloads.QUICK, sys.stdout)
+    assert capsys.readouterr().out == (f"guarddb.pymysql against plain PyMySQL: {entry['note']}\n")
 
 
 def test_a_bad_dsn_is_refused_without_running(tmp_path):

@@ -19,6 +19,8 @@ import pytest
 import guarddb
 import guarddb.tools.pytest_plugin
 
+from .helpers import hiding_driver
+
 pytest_plugins = ["pytester"]
 
 #: The package root of the guarddb under test: first on the inner runs' PYTHONPATH.
@@ -77,6 +79,81 @@ def test_squares():
 
 def test_driver():
     assert MySQLdb.__name__ == os.environ["EXPECTED_DRIVER"]
+"""
+
+
+#: The same application on PyMySQL, written for plain PyMySQL: `import pymysql`, its
+#: DictCursor, pymysql.connections.Connection.
+PYMYSQL_APP = '''
+"""The app on PyMySQL: one connection shared by a thread pool, errors swallowed; and a clean one."""
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pymysql
+from pymysql.cursors import DictCursor
+
+CONNECT_ARGS = json.loads(os.environ["GUARDDB_PLUGIN_TEST_CONNECT_ARGS"])
+
+
+def squares(count):
+    conn = pymysql.connect(**CONNECT_ARGS, cursorclass=DictCursor)  # connect-site
+    cursor = conn.cursor()
+    lock = threading.Lock()  # one thread at a time: "safe" sharing
+
+    def square(n):
+        with lock:
+            try:
+                cursor.execute("SELECT %s * %s AS square", (n, n))  # violation-site
+                return cursor.fetchall()[0]["square"]
+            except pymysql.Error:
+                return None  # degrade gracefully: the error never reaches a test
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="square") as pool:
+        results = list(pool.map(square, range(count)))
+    conn.close()
+    return results
+
+
+def squares_each_its_own(count):
+    """Clean: each thread opens, uses and closes a connection of its own."""
+
+    def square(n):
+        conn = pymysql.connections.Connection(**CONNECT_ARGS)
+        try:
+            with conn.cursor(DictCursor) as cursor:
+                cursor.execute("SELECT %s * %s AS square", (n, n))
+                return cursor.fetchone()["square"]
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="own") as pool:
+        return list(pool.map(square, range(count)))
+'''
+
+#: Passes with plain PyMySQL and with guarddb.pymysql alike: only the plugin can fail it.
+TEST_PYMYSQL_APP = """
+import os
+
+import pymysql
+
+import pmapp
+
+
+def test_squares():
+    results = pmapp.squares(5)
+    assert len(results) == 5
+    assert all(result in (n * n, None) for n, result in enumerate(results))
+
+
+def test_each_thread_its_own_connection():
+    assert pmapp.squares_each_its_own(5) == [0, 1, 4, 9, 16]
+
+
+def test_driver():
+    connection_class = pymysql.connections.Connection
+    assert connection_class.__module__.split(".")[0] == os.environ["EXPECTED_DRIVER"]
 """
 
 
@@ -152,6 +229,12 @@ def _header(result: pytest.RunResult) -> str:
     return line
 
 
+def _without(suite: Suite, module: str) -> dict[str, str]:
+    """The environment of a run in which ``module`` (MySQLdb, pymysql) cannot be imported."""
+    hidden = hiding_driver(suite.path, module)
+    return {"PYTHONPATH": os.pathsep.join([hidden, os.environ["PYTHONPATH"]])}
+
+
 def test_swallowed_sharing_passes_plain_and_fails_strict_naming_both_sites(suite):
     suite.write(test_app=TEST_APP)
 
@@ -176,6 +259,103 @@ def test_swallowed_sharing_passes_plain_and_fails_strict_naming_both_sites(suite
     assert os.path.join(PACKAGE_ROOT, "guarddb") not in stack  # guarddb's own frames left out
     # The session's summary names the test.
     assert "test_app.py::test_squares (5)" in out
+
+
+def test_a_pymysql_suite_s_swallowed_sharing_fails_strict_and_a_clean_one_passes(suite):
+    suite.write(pmapp=PYMYSQL_APP, test_pmapp=TEST_PYMYSQL_APP)
+    app = suite.path / "pmapp.py"
+    connect_line, violation_line = (
+        suite.line("pmapp.py", marker) for marker in ("connect-site", "violation-site")
+    )
+
+    plain = suite.run(EXPECTED_DRIVER="pymysql")  # plain PyMySQL: every test passes
+    plain.assert_outcomes(passed=3)
+
+    strict = suite.run("--guarddb=strict", EXPECTED_DRIVER="guarddb")
+    strict.assert_outcomes(passed=2, failed=1)  # the clean code passes, guarded
+    assert _header(strict) == (
+        "guarddb: installed as MySQLdb and pymysql, default mode strict (from --guarddb)"
+    )
+    out = strict.stdout.str()
+    assert "guarddb: 5 guard violations during this test, which would have passed" in out
+    assert re.search(r"\[1\] ThreadOwnershipError, 5 times, in threads? square_\d", out)
+    assert f"connection opened at: {app}:{connect_line}" in out
+    assert f"violating call at:    {app}:{violation_line}" in out
+    stack = out[out.index("stack of the first") : out.index("Captured log call")]
+    assert re.search(rf'File "{re.escape(str(app))}", line {violation_line}, in square', stack)
+    assert os.path.join(PACKAGE_ROOT, "guarddb") not in stack
+    assert "test_pmapp.py::test_squares (5)" in out
+    assert "test_each_thread_its_own_connection" not in out  # passed, nothing to report
+
+
+def test_both_drivers_in_one_suite(suite):
+    suite.write(
+        pmapp=PYMYSQL_APP,
+        test_both="""
+        import MySQLdb
+        import pymysql
+
+        import app
+        import pmapp
+
+
+        def test_each_violation_is_its_driver_s(guarddb_violations):
+            assert app.squares(2) == [None, None]
+            assert pmapp.squares(3) == [None, None, None]
+            by_file = {app.__file__: [], pmapp.__file__: []}
+            for violation in guarddb_violations:
+                assert violation.kind == "ThreadOwnershipError"
+                by_file[violation.connection_site.rsplit(":", 1)[0]].append(violation.error)
+            assert len(by_file[app.__file__]) == 2 and len(by_file[pmapp.__file__]) == 3
+            for error in by_file[app.__file__]:
+                assert isinstance(error, MySQLdb.ProgrammingError)
+                assert not isinstance(error, pymysql.err.ProgrammingError)
+            for error in by_file[pmapp.__file__]:
+                assert isinstance(error, pymysql.err.ProgrammingError)
+                assert not isinstance(error, MySQLdb.ProgrammingError)
+
+
+        def test_both_fail_the_test():
+            app.squares(2)
+            pmapp.squares(3)
+        """,
+    )
+    result = suite.run("--guarddb=strict")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_both_fail_the_test _*",
+            "guarddb: 5 guard violations during this test, which would have passed*",
+            "[[]1[]] ThreadOwnershipError, 3 times, in thread* square_*",
+            f"    connection opened at: {suite.path / 'pmapp.py'}:"
+            f"{suite.line('pmapp.py', 'connect-site')}",
+            "[[]2[]] ThreadOwnershipError, 2 times, in thread* square_*",
+            f"    connection opened at: {suite.app}:{suite.connect_line}",
+        ],
+        consecutive=False,
+    )
+
+
+@pytest.mark.parametrize("hidden", ["MySQLdb", "pymysql"])
+def test_with_one_driver_installed_the_plugin_guards_that_one(suite, hidden):
+    """mysqlclient alone, PyMySQL alone: the one installed is guarded, the other left alone."""
+    if hidden == "MySQLdb":  # PyMySQL alone
+        suite.write(pmapp=PYMYSQL_APP, test_pmapp=TEST_PYMYSQL_APP)
+        installed, left_alone = "pymysql", "MySQLdb left alone: mysqlclient is not installed"
+        outcomes = {"passed": 2, "failed": 1}
+    else:  # mysqlclient alone
+        suite.write(test_app=TEST_APP)
+        installed, left_alone = "MySQLdb", "pymysql left alone: PyMySQL is not installed"
+        outcomes = {"passed": 1, "failed": 1}
+    result = suite.run("--guarddb=strict", EXPECTED_DRIVER="guarddb", **_without(suite, hidden))
+    result.assert_outcomes(**outcomes)
+    assert _header(result) == (
+        f"guarddb: installed as {installed}, default mode strict (from --guarddb)"
+    )
+    result.stdout.fnmatch_lines([f"guarddb: {left_alone} (No module named '{hidden}')"])
+    assert "guarddb: 5 guard violations during this test, which would have passed" in (
+        result.stdout.str()
+    )
 
 
 def test_marker_sets_the_mode_of_one_test(suite):

@@ -20,6 +20,8 @@ import guarddb
 from guarddb.tools.cli import split_run_arguments
 from guarddb.tools.runner import VIOLATION_EXIT_CODE
 
+from .helpers import hiding_driver
+
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(guarddb.__file__)))
 ARGS_ENV = "GUARDDB_RUNNER_TEST_CONNECT_ARGS"
 #: Seconds one program may take.
@@ -60,6 +62,41 @@ sys.exit(int(sys.argv[2]))
 """
 
 
+#: SHARE for plain PyMySQL: `import pymysql`, pymysql.connections.Connection, its DictCursor.
+#: argv: how many squares.
+SHARE_PYMYSQL = """
+import json
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pymysql
+from pymysql.cursors import DictCursor
+
+args = json.loads(os.environ["GUARDDB_RUNNER_TEST_CONNECT_ARGS"])
+conn = pymysql.connections.Connection(**args, cursorclass=DictCursor)  # connect
+cursor = conn.cursor()
+lock = threading.Lock()
+
+
+def square(n):
+    with lock:
+        try:
+            cursor.execute("SELECT %s * %s AS square", (n, n))  # violation
+            return cursor.fetchall()[0]["square"]
+        except pymysql.Error:
+            return None
+
+
+with ThreadPoolExecutor(max_workers=2, thread_name_prefix="square") as pool:
+    results = list(pool.map(square, range(int(sys.argv[1]))))
+print(json.dumps({
+    "driver": type(conn).__module__.split(".")[0], "results": results, "pid": os.getpid(),
+}))
+"""
+
+
 class Program:
     """A program written to a directory, run there by the runner (or by plain Python)."""
 
@@ -86,19 +123,25 @@ class Program:
     def site(self, marker: str) -> str:
         return f"{self.path}:{self.line(marker)}"
 
-    def guarded(self, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-        """``python -m guarddb run OPTIONS program ARGS``."""
-        return self._run("-m", "guarddb", "run", *options, self.path.name, *args)
+    def guarded(
+        self, *args: str, options: tuple[str, ...] = (), hide: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """``python -m guarddb run OPTIONS program ARGS`` (``hide``: without that driver)."""
+        return self._run("-m", "guarddb", "run", *options, self.path.name, *args, hide=hide)
 
     def plain(self, *args: str) -> subprocess.CompletedProcess:
         """``python program ARGS``."""
         return self._run(self.path.name, *args)
 
-    def _run(self, *argv: str) -> subprocess.CompletedProcess:
+    def _run(self, *argv: str, hide: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(self.env)
+        if hide is not None:  # as if that driver (MySQLdb, pymysql) were not installed
+            hidden = hiding_driver(self.directory, hide)
+            env["PYTHONPATH"] = os.pathsep.join([hidden, env["PYTHONPATH"]])
         return subprocess.run(
             [sys.executable, *argv],
             cwd=self.directory,
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=TIME_LIMIT,
@@ -197,6 +240,117 @@ def test_the_summary_and_the_json_report_group_violations_by_both_sites(program,
     assert "3 guard violations in 1 place (mode strict):" in done.stderr
     assert f"connection opened at {share.site('connect')}" in done.stderr
     assert f"refused call at      {share.site('violation')}" in done.stderr
+
+
+def test_a_pymysql_program_is_guarded_and_reported_as_a_mysqlclient_one(program, tmp_path):
+    share = program("share_pymysql.py", SHARE_PYMYSQL)
+    plain = share.plain("3")
+    assert plain.returncode == 0, plain.stderr
+    seen = json.loads(plain.stdout)
+    assert (seen["driver"], seen["results"]) == ("pymysql", [0, 1, 4])  # plain PyMySQL
+
+    clean = share.guarded("3", options=("--fail-on-violation",))  # exclusive: handed over
+    assert clean.returncode == 0, clean.stderr
+    seen = json.loads(clean.stdout)
+    assert (seen["driver"], seen["results"]) == ("guarddb", [0, 1, 4])
+    assert "python -m guarddb run: no guard violations (mode exclusive).\n" in clean.stderr
+
+    report = tmp_path / "report.json"
+    strict = ("--mode", "strict", "--report", str(report), "--fail-on-violation")
+    caught = share.guarded("3", options=strict)
+    assert caught.returncode == VIOLATION_EXIT_CODE, caught.stderr
+    seen = json.loads(caught.stdout)
+    assert seen["results"] == [None, None, None]  # the program swallowed them
+    data = json.loads(report.read_text())
+    assert (data["mode"], data["total"], data["program_status"]) == ("strict", 3, 0)
+    (entry,) = data["violations"]
+    assert entry["kind"] == "ThreadOwnershipError"
+    assert entry["connection_site"] == share.site("connect")
+    assert entry["site"] == share.site("violation")
+    assert entry["count"] == 3
+    assert entry["message"].startswith("guarddb (strict): thread 'square_")
+    assert entry["pids"] == [seen["pid"]]
+    assert 'cursor.execute("SELECT %s * %s AS square", (n, n))' in entry["stack"][-1]
+    assert "3 guard violations in 1 place (mode strict):" in caught.stderr
+    assert f"refused call at      {share.site('violation')}" in caught.stderr
+
+
+def test_both_drivers_in_one_program(program, tmp_path):
+    both = program(
+        "both.py",
+        """
+        import json
+        import os
+        import threading
+
+        import MySQLdb
+        import pymysql
+
+        args = json.loads(os.environ["GUARDDB_RUNNER_TEST_CONNECT_ARGS"])
+        mysqldb = MySQLdb.connect(**args)  # mysqlclient
+        pm = pymysql.connect(**args)  # pymysql
+
+
+        def misuse():
+            for conn in (mysqldb, pm):
+                try:
+                    conn.cursor().execute("SELECT 1")  # from the thread
+                except (MySQLdb.Error, pymysql.Error):
+                    pass
+
+
+        thread = threading.Thread(target=misuse, name="other")
+        thread.start()
+        thread.join()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                pm.cursor().execute("SELECT 2")  # in the child
+            except pymysql.OperationalError:
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+        cursor = pm.cursor()
+        cursor.execute("SELECT 42")
+        print(json.dumps({
+            "child": pid, "parent": cursor.fetchall(),
+            "modules": [type(mysqldb).__module__, type(pm).__module__],
+        }))
+        """,
+    )
+    report = tmp_path / "report.json"
+    done = both.guarded(options=("--mode", "strict", "--report", str(report)))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["parent"] == [[42]]
+    assert seen["modules"] == ["guarddb.connections", "guarddb.pymysql.connections"]
+    groups = {
+        (entry["kind"], entry["connection_site"], entry["site"], entry["count"])
+        for entry in json.loads(report.read_text())["violations"]
+    }
+    assert groups == {
+        ("ThreadOwnershipError", both.site("mysqlclient"), both.site("from the thread"), 1),
+        ("ThreadOwnershipError", both.site("pymysql"), both.site("from the thread"), 1),
+        ("ForkedConnectionError", both.site("pymysql"), both.site("in the child"), 1),
+    }
+    assert "3 guard violations in 3 places (mode strict):" in done.stderr
+
+
+@pytest.mark.parametrize("hidden", ["MySQLdb", "pymysql"])
+def test_with_one_driver_installed_the_runner_guards_that_one(program, tmp_path, hidden):
+    """mysqlclient alone, PyMySQL alone: the program on the one installed is guarded."""
+    if hidden == "MySQLdb":  # PyMySQL alone
+        share = program("share_pymysql.py", SHARE_PYMYSQL)
+        done = share.guarded("2", options=("--mode", "strict"), hide=hidden)
+    else:  # mysqlclient alone
+        share = program("share.py", SHARE)
+        done = share.guarded("2", "0", options=("--mode", "strict"), hide=hidden)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["results"] == [None, None]
+    assert "2 guard violations in 1 place (mode strict):" in done.stderr
+    assert f"refused call at      {share.site('violation')}" in done.stderr
+    gone = share._run("-c", f"import {hidden}", hide=hidden)
+    assert f"No module named '{hidden}'" in gone.stderr
 
 
 def test_violations_in_forked_children_are_in_the_report(program, tmp_path):

@@ -30,6 +30,8 @@ from guarddb.tools.demo.catalog import SCENARIOS
 from guarddb.tools.demo.framework import SKIPPED, Outcome
 from guarddb.tools.server import ENV_DSN
 
+from .helpers import hiding_driver
+
 #: Generous: a run's own time limit is what counts; this only stops a stuck test.
 TIMEOUT = 60
 ANSI = re.compile(r"\x1b\[")
@@ -94,6 +96,45 @@ def test_plain_fork_close_scenario_loses_the_parent_session(connect_args):
 def test_plain_shared_cursor_scenario_goes_wrong(connect_args):
     outcome = process.run("shared_cursor", "plain", connect_args, timeout=20)
     assert outcome.kind not in ("correct", "clean error"), outcome
+
+
+# -- PyMySQL: plain PyMySQL against guarddb.pymysql ----------------------------------------
+
+
+def test_pymysql_rows_stand_beside_mysqlclient_s():
+    names = list(SCENARIOS)
+    for name in ("shared_cursor", "fork_shared", "fork_child_close"):
+        twin = SCENARIOS[f"{name}_pymysql"]
+        assert names.index(twin.name) == names.index(name) + 1
+        assert (twin.library, SCENARIOS[name].library) == ("pymysql", "mysqlclient")
+        assert twin.expected_guarded == SCENARIOS[name].expected_guarded
+        assert twin.label(None).startswith("plain PyMySQL ")
+        assert twin.label(twin.variants[0]) == "guarddb.pymysql"
+
+
+def test_plain_pymysql_shared_cursor_goes_wrong(connect_args):
+    """InterfaceError(0, ''), "Packet sequence number wrong" and other threads' rows."""
+    outcome = process.run("shared_cursor_pymysql", "plain", connect_args, timeout=20)
+    assert outcome.report["library"] == "PyMySQL", outcome.report
+    assert outcome.kind in framework.BAD_KINDS, outcome
+    assert outcome.guard_errors == (), outcome
+
+
+def test_plain_pymysql_fork_shared_is_stopped_at_its_time_limit(connect_args):
+    """Children on the parent's socket: they hang or read each other's rows; the run ends."""
+    outcome = process.run("fork_shared_pymysql", "plain", connect_args, timeout=8)
+    assert outcome.kind in framework.BAD_KINDS, outcome
+    assert outcome.elapsed < 8 + 10, outcome  # the child's time limit, and its clean-up
+
+
+def test_plain_pymysql_fork_close_loses_the_parent_session(connect_args):
+    """The child's close() sends COM_QUIT on the parent's socket: the parent's session ends."""
+    outcome = process.run("fork_child_close_pymysql", "plain", connect_args, timeout=20)
+    assert outcome.kind == "lost connection", outcome
+    after_close = outcome.report["workers"]["parent after child (close)"]
+    assert after_close["correct"] == 0, outcome
+    lost = [key for key in after_close["errors"] if re.fullmatch(r"\w+\((2006|2013)\)", key)]
+    assert lost, outcome
 
 
 # -- greenlets sharing a cursor ------------------------------------------------------------
@@ -377,6 +418,52 @@ def test_demo_colours_only_a_terminal_and_never_with_no_color(connect_args):
     assert "\x1b[1;31mcommands out of sync\x1b[0m" in coloured
     plain = run_demo_on_a_terminal(connect_args, "sscursor_pending", NO_COLOR="1")
     assert "clean error (as expected)" in plain and not ANSI.search(plain)
+
+
+def test_demo_shows_pymysql_beside_mysqlclient(connect_args):
+    done = run_demo(connect_args, "--markdown", "fork_child_close", "fork_child_close_pymysql")
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    pymysql_version = command._plain_version("pymysql")
+    progress = [line.split(" ... ")[0] for line in done.stderr.splitlines() if line[:1] == "["]
+    assert progress == [
+        "[1/4] fork_child_close with plain mysqlclient " + command._plain_version(),
+        "[2/4] fork_child_close with guarddb",
+        "[3/4] fork_child_close_pymysql with plain PyMySQL " + pymysql_version,
+        "[4/4] fork_child_close_pymysql with guarddb.pymysql",
+    ]
+    lines = done.stdout.splitlines()
+    assert lines[0] == (
+        f"| scenario | plain mysqlclient {command._plain_version()} / PyMySQL {pymysql_version} "
+        f"| guarddb {guarddb.__version__} |"
+    )
+    assert lines[3].startswith("| **fork_child_close_pymysql**<br>the same on PyMySQL: ")
+    assert "| **lost connection**<br>" in lines[3]
+    assert "| **correct (as expected)**<br>4 of 4 results correct |" in lines[3]
+
+
+def test_the_demo_without_mysqlclient_runs_pymysql_s_rows(connect_args, tmp_path):
+    """mysqlclient not installed (hidden in every process): its rows are skipped, saying so."""
+    env = demo_env(connect_args)
+    env["PYTHONPATH"] = os.pathsep.join([hiding_driver(tmp_path, "MySQLdb"), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, "-m", "guarddb", "demo", "fork_child_close", "fork_child_close_pymysql"],
+        capture_output=True,
+        text=True,
+        timeout=5 * TIMEOUT,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "[1/4] fork_child_close with plain mysqlclient ... skipped: mysqlclient is not " in (
+        done.stderr
+    )
+    assert "(pip install 'guarddb[mysqlclient]', or guarddb's test extra)" in done.stderr
+    assert "[4/4] fork_child_close_pymysql with guarddb.pymysql ... correct, as expected" in (
+        done.stderr
+    )
+    assert f"| plain PyMySQL {command._plain_version('pymysql')} " in done.stdout
+    assert "guarddb gave the expected outcome in the one scenario that ran." in done.stdout
+    assert "skipped fork_child_close: mysqlclient is not installed" in done.stdout
 
 
 def test_demo_refuses_an_unknown_scenario(connect_args):

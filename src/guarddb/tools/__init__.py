@@ -5,6 +5,7 @@
 - :mod:`~guarddb.tools.bench`: ``python -m guarddb bench``, what the guard costs;
 - :mod:`~guarddb.tools.runner`: ``python -m guarddb run``, a program under guarddb;
 - :mod:`~guarddb.tools.pytest_plugin`: the ``pytest11`` plugin (``--guarddb=MODE``);
+- :mod:`~guarddb.tools.install`: what those two install, guarddb as MySQLdb and pymysql;
 - :mod:`~guarddb.tools.server`: a private MariaDB (the tests, the demo, the bench);
 - :mod:`~guarddb.tools.broker`: a Celery broker (the demo, the Celery tests).
 

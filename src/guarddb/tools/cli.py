@@ -2,18 +2,20 @@
 
 ``python -m guarddb run [--mode MODE] [--report FILE] [--fail-on-violation]
 (script.py | -m module) [args ...]`` runs an unchanged program with guarddb
-installed as MySQLdb and reports the guard violations it made (see
+installed as MySQLdb and as pymysql (whichever drivers are installed) and
+reports the guard violations it made (see
 :mod:`guarddb.tools.runner` for the exit status and the report).
 
 ``python -m guarddb demo [SCENARIO ...]`` runs the failure scenarios
-(:mod:`guarddb.tools.demo`: those of DESIGN.md, a Celery prefork worker, a
-thread pool leaking connections, an idle SQLAlchemy pool) once with plain
-mysqlclient and once with guarddb (some also with other guarddb keywords), each
+(:mod:`guarddb.tools.demo`: those of DESIGN.md, on mysqlclient and the thread
+and fork ones on PyMySQL too, a Celery prefork worker, a thread pool leaking
+connections, an idle SQLAlchemy pool) once with the plain driver and once with
+guarddb (some also with other guarddb keywords), each
 in a child process with a time limit.  It says on stderr which run starts and
 how it ended, then prints what each actually did side by side on stdout (as a
 Markdown table with ``--markdown``), in colour only when stdout is a terminal
 and ``NO_COLOR`` is not set.  A scenario whose needs are missing (Celery, a
-broker, SQLAlchemy) is skipped, saying why.  Exit status: 0 if guarddb gave the
+broker, SQLAlchemy, the driver) is skipped, saying why.  Exit status: 0 if guarddb gave the
 expected outcome in every run that ran (skipped ones do not count), 1
 otherwise, 2 if it has no server to run them against (see
 :mod:`guarddb.tools.demo.command`).
@@ -58,14 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
-        help="show what plain mysqlclient and guarddb do with a shared connection",
+        help="show what plain mysqlclient and PyMySQL, and guarddb, do with a shared connection",
         description=(
             "Run each failure scenario (threads sharing a cursor, a connection crossing "
             "fork, an unread SSCursor result, a Celery prefork worker, a thread pool leaking "
-            "connections, an idle SQLAlchemy pool) in a child process with a time limit, with "
-            "plain mysqlclient and with guarddb, saying on stderr how each run ended, then "
-            "print what each did side by side (colour only on a terminal, never with "
-            "$NO_COLOR). A scenario whose needs are missing (Celery, a broker, SQLAlchemy) is "
+            "connections, an idle SQLAlchemy pool; the *_pymysql ones on PyMySQL) in a child "
+            "process with a time limit, with the plain driver and with guarddb, saying on "
+            "stderr how each run ended, then print what each did side by side (colour only on "
+            "a terminal, never with $NO_COLOR). A scenario whose needs are missing (Celery, a "
+            "broker, SQLAlchemy, its driver) is "
             "skipped, saying why. Exit code 0 if guarddb gave the expected outcome in every "
             "run that ran (skipped runs do not count), 1 if not, 2 without a server. Uses a "
             f"private MariaDB unless --dsn or ${_server_env()} names a server."
@@ -109,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
             "Time each workload (round trip, fetchone loop, iteration, fetchall, SSCursor, "
             "executemany) with plain mysqlclient and with guarddb in every guard mode, "
             "interleaved in one process, and print the median ratio guarded/plain with its "
-            "spread next to the targets; then mutex mode with 8 threads sharing a connection "
+            "spread next to the targets; guarddb.pymysql in every mode against plain PyMySQL "
+            "the same way; then mutex mode with 8 threads sharing a connection "
             "against a threading.Lock around plain mysqlclient, and PyMySQL and "
             "mysql-connector-python for reference. Exit code 0 whenever it ran: timings never "
             "fail it. Uses a private MariaDB unless --dsn or "
@@ -174,14 +178,15 @@ def _run_parser(commands: Any) -> None:
 
     run = commands.add_parser(
         "run",
-        help="run a program with guarddb as MySQLdb and report its guard violations",
+        help="run a program with guarddb as MySQLdb and pymysql and report its guard violations",
         usage=(
             "python -m guarddb run [-h] [--mode MODE] [--report FILE] [--fail-on-violation]\n"
             "                             (script.py | -m module) [args ...]"
         ),
         description=(
             "Run an unchanged program (as `python script.py args` or `python -m module args` "
-            "would) with guarddb installed as MySQLdb. Every guard violation is counted, even "
+            "would) with guarddb installed as MySQLdb and as pymysql (each where its driver, "
+            "mysqlclient or PyMySQL, is installed). Every guard violation is counted, even "
             "one the program caught; at exit a summary grouped by where the connection was "
             "opened and where it was refused goes to stderr. The exit status is the "
             "program's own (1 after an uncaught exception), or "

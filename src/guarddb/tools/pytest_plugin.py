@@ -7,9 +7,12 @@ is off).
 **Turning it on.**  ``pytest --guarddb=MODE``, else the environment variable
 ``GUARDDB_MODE``, else the ini option ``guarddb = MODE`` (the first one given
 wins).  Then, before any ``conftest.py`` is loaded and before collection
-(``pytest_load_initial_conftests``), the plugin calls
-:func:`guarddb.install_as_MySQLdb` and ``guarddb.set_default_mode(MODE)``, and
-every test is watched.  Both are undone when the session ends.  With none of
+(``pytest_load_initial_conftests``), the plugin installs guarddb in place of
+the drivers that are installed (:func:`guarddb.tools.install.install`:
+``import MySQLdb`` gives guarddb, ``import pymysql`` gives
+:mod:`guarddb.pymysql`), calls ``guarddb.set_default_mode(MODE)``, and every
+test is watched, whichever driver its code uses.  Both are undone when the
+session ends.  With none of
 the three the plugin installs nothing, changes no mode and registers no
 violation hook (loading it imports the guarddb package, which changes nothing
 by itself); only the marker and the fixture below work, since they ask for it.
@@ -34,7 +37,8 @@ the setup of its fixtures to its teardown; connections opened then without
 ``guard=`` get it) and watches that test even when the plugin is off.  A bare
 ``@pytest.mark.guarddb`` watches the test in the session's mode (``"strict"``
 when the plugin is off).  It does not install guarddb as MySQLdb (too late, at
-that point): with the plugin off it affects code that uses guarddb directly.
+that point): with the plugin off it affects code that uses guarddb (or
+guarddb.pymysql) directly.
 
 **The fixture** ``guarddb_violations`` is a live, read-only sequence
 (:class:`ViolationLog`) of the violations of the current test, from the start
@@ -47,7 +51,6 @@ them; assert on them instead.  It works with the plugin off too.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
@@ -57,6 +60,7 @@ import pytest
 import guarddb
 from guarddb import Violation
 from guarddb.core.settings import ENV_MODE, check_mode
+from guarddb.tools.install import Installation, install
 from guarddb.tools.runner import ChildSpool, group
 
 _FIXTURE = "guarddb_violations"
@@ -72,13 +76,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="guarddb_mode",
         metavar="MODE",
         default=None,
-        help="install guarddb as MySQLdb with this default guard mode (exclusive, strict, "
-        "mutex, off) and fail every test that makes a guard violation, even a caught one. "
+        help="install guarddb as MySQLdb and as pymysql (whichever drivers are installed) "
+        "with this default guard mode (exclusive, strict, mutex, off) and fail every test "
+        "that makes a guard violation, even a caught one. "
         f"Default: ${ENV_MODE}, else the ini option guarddb, else off.",
     )
     parser.addini(
         "guarddb",
-        help="guard mode to install guarddb as MySQLdb with (like --guarddb=MODE)",
+        help="guard mode to install guarddb as MySQLdb and pymysql with (like --guarddb=MODE)",
         default="",
     )
 
@@ -137,6 +142,7 @@ class _State:
         self.mode: str | None = None
         self.source = ""
         self.recorder: _Recorder | None = None
+        self.installation: Installation | None = None
         self._undo: list[Any] = []
         self.failed: dict[str, int] = {}
 
@@ -145,18 +151,16 @@ class _State:
         return self.mode is not None
 
     def activate(self, mode: str, source: str) -> None:
-        """Install guarddb as MySQLdb with ``mode`` as the default; watch every test."""
+        """Install guarddb as MySQLdb and pymysql with ``mode`` as the default; watch every test."""
         try:
             check_mode(mode, source)
         except ValueError as exc:
             raise pytest.UsageError(f"guarddb: {exc}") from None
-        names = ("MySQLdb", "MySQLdb.connections", "MySQLdb.cursors")
-        before = {name: sys.modules.get(name) for name in names}
         previous_mode = guarddb.default_mode()
-        guarddb.install_as_MySQLdb()
+        installation = self.installation = install()
         guarddb.set_default_mode(mode)
         self.mode, self.source = mode, source
-        self._undo.append(lambda: _restore_modules(before))
+        self._undo.append(installation.undo)
         self._undo.append(lambda: guarddb.set_default_mode(previous_mode))
         self.recorder_needed().keep_outside = True
 
@@ -177,14 +181,6 @@ class _State:
 
 _STATE = pytest.StashKey[_State]()
 _WATCH = pytest.StashKey[_Watch]()
-
-
-def _restore_modules(before: dict[str, Any]) -> None:
-    for name, module in before.items():
-        if module is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = module
 
 
 def _requested(config: pytest.Config, option: str | None) -> tuple[str, str] | None:
@@ -209,7 +205,7 @@ def _state(config: pytest.Config) -> _State:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """Install guarddb as MySQLdb before conftest.py files and test modules import MySQLdb."""
+    """Install guarddb before conftest.py files and test modules import MySQLdb or pymysql."""
     state = _state(early_config)
     option = getattr(early_config.known_args_namespace, "guarddb_mode", None)
     asked = _requested(early_config, option)
@@ -237,12 +233,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.undo()
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    """Say that guarddb is installed, and in which mode."""
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """Say that guarddb is installed, as which drivers, and in which mode."""
     state = config.stash.get(_STATE, None)
-    if state is None or not state.on:
+    if state is None or not state.on or state.installation is None:
         return None
-    return f"guarddb: installed as MySQLdb, default mode {state.mode} (from {state.source})"
+    installation = state.installation
+    lines = [
+        f"guarddb: installed as {installation.describe()}, default mode {state.mode} "
+        f"(from {state.source})"
+    ]
+    lines += [f"guarddb: {name} left alone: {why}" for name, why in installation.missing.items()]
+    return lines
 
 
 # -- watching tests ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``python -m guarddb run``: an unchanged program, with guarddb installed as MySQLdb.
+"""``python -m guarddb run``: an unchanged program, with guarddb installed as MySQLdb and pymysql.
 
 ::
 
@@ -7,8 +7,10 @@
 
 The program runs in this process, as ``python script.py args`` or ``python -m
 module args`` would run it (``__main__``, ``sys.argv``, ``sys.path[0]``), after
-:func:`guarddb.install_as_MySQLdb` (and ``set_default_mode(MODE)`` with
-``--mode``).  Every guard violation is counted, even one the program caught and
+guarddb is installed in place of the drivers that are installed
+(:func:`guarddb.tools.install.install`: ``import MySQLdb`` gives guarddb,
+``import pymysql`` gives :mod:`guarddb.pymysql`), and ``set_default_mode(MODE)``
+with ``--mode``.  Every guard violation is counted, even one the program caught and
 swallowed.  When the program is over, the way Python ends it (its non-daemon
 threads joined, its ``atexit`` handlers run), a summary of the violations,
 grouped by (kind, where the connection was opened, where it was refused) with
@@ -53,6 +55,7 @@ from typing import Any, TextIO
 
 from guarddb import Violation, on_violation, remove_violation_hook
 from guarddb.core import lifecycle
+from guarddb.tools.install import install
 
 #: The exit status with ``--fail-on-violation`` when there was at least one violation.
 VIOLATION_EXIT_CODE = 3
@@ -218,7 +221,7 @@ def run(
     if mode is not None:
         guarddb.set_default_mode(mode)
     mode = guarddb.default_mode()
-    guarddb.install_as_MySQLdb()
+    install()
     # The summary says it all, grouped: without a handler of the program's own,
     # each violation's warning would also go to stderr as it happens.
     quiet = logging.NullHandler()

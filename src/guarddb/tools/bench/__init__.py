@@ -23,6 +23,10 @@ issue 5, under a control row of plain mysqlclient against itself (the noise
 floor: ideally 1.000).  Timing never fails the command: the exit code is 0
 whenever the bench ran.
 
+guarddb.pymysql runs the same workloads in every guard mode against plain
+PyMySQL, interleaved the same way, in the same process (its round trip's target,
+issue 14: at most 1.02x plain PyMySQL's); skipped, saying why, without PyMySQL.
+
 For reference the same workloads run with PyMySQL and mysql-connector-python
 (its C extension when it loads), as ratios to plain mysqlclient.  They run in
 a child process: mysql-connector-python's C extension needs the OpenSSL it

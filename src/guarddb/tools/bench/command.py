@@ -1,9 +1,9 @@
 """``python -m guarddb bench``: its options, and every part of the bench against one server.
 
 :func:`run` is the command (a private MariaDB unless told of a server);
-:func:`measure` runs the control, every guard mode, the contention, the
-cooperative round trip under gevent and the reference drivers against a server
-and returns the report.
+:func:`measure` runs the control, every guard mode, guarddb.pymysql in every
+mode against plain PyMySQL, the contention, the cooperative round trip under
+gevent and the reference drivers against a server and returns the report.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from guarddb import MODES
 
 from .cooperative import cooperative_plan, run_cooperative
-from .harness import Progress, compare, contention, environment, pin_to_one_cpu
+from .harness import Progress, compare, contention, environment, installed, pin_to_one_cpu
 from .references import reference_plan, run_references
 from .report import MATPLOTLIB_MISSING, have_matplotlib, plot, print_report
 from .workloads import (
@@ -33,6 +33,7 @@ from .workloads import (
     describe_workload,
     drop_tables,
     mysqlclient_side,
+    pymysql_side,
     target,
 )
 
@@ -54,22 +55,82 @@ def run_modes(
     def plain() -> Side:
         return mysqlclient_side(MySQLdb, "plain mysqlclient", connect_args)
 
+    def guarded(mode: str) -> Side:
+        return mysqlclient_side(guarddb, f"guarddb {mode}", connect_args, guard=mode)
+
+    return _every_mode(plain, guarded, "mysqlclient", "", sizes, tables, rounds, progress)
+
+
+def _every_mode(
+    plain: Callable[[], Side],
+    guarded: Callable[[str], Side],
+    driver: str,
+    prefix: str,
+    sizes: Sizes,
+    tables: Tables,
+    rounds: int,
+    progress: Progress,
+) -> dict[str, dict[str, Any]]:
+    """Every workload in every mode, ``guarded(mode)`` against ``plain``, with the targets."""
     results: dict[str, dict[str, Any]] = {}
     for mode in MODES:
 
-        def guarded(mode: str = mode) -> Side:
-            return mysqlclient_side(guarddb, f"guarddb {mode}", connect_args, guard=mode)
+        def side(mode: str = mode) -> Side:
+            return guarded(mode)
 
         per_mode: dict[str, Any] = {}
         for workload in WORKLOADS:
-            section = f"{mode}: {workload.title}"
-            measured = compare(plain, guarded, workload, sizes, tables, rounds, progress, section)
-            limit = target(mode, workload.key)
+            section = f"{prefix}{mode}: {workload.title}"
+            measured = compare(plain, side, workload, sizes, tables, rounds, progress, section)
+            limit = target(mode, workload.key, driver)
             measured["target"] = limit
             measured["met"] = measured["median"] <= limit
             per_mode[workload.key] = measured
         results[mode] = per_mode
     return results
+
+
+def pymysql_plan() -> dict[str, Any]:
+    """Whether guarddb.pymysql can be measured here (PyMySQL installed), and PyMySQL's version."""
+    available = installed("pymysql")
+    version = None
+    if available:
+        import pymysql
+
+        version = pymysql.VERSION_STRING
+    return {
+        "available": available,
+        "version": version,
+        "note": ""
+        if available
+        else "not run: PyMySQL is not installed (pip install 'guarddb[pymysql]')",
+        "modes": {},
+    }
+
+
+def run_pymysql(
+    connect_args: dict[str, Any],
+    sizes: Sizes,
+    tables: Tables,
+    rounds: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Every workload in every mode, guarddb.pymysql against plain PyMySQL (when installed)."""
+    entry = pymysql_plan()
+    if not entry["available"]:
+        return entry
+    import guarddb.pymysql
+
+    def plain() -> Side:
+        return pymysql_side(connect_args)
+
+    def guarded(mode: str) -> Side:
+        return pymysql_side(connect_args, guarddb.pymysql, f"guarddb.pymysql {mode}", guard=mode)
+
+    entry["modes"] = _every_mode(
+        plain, guarded, "pymysql", "guarddb.pymysql ", sizes, tables, rounds, progress
+    )
+    return entry
 
 
 def run_control(
@@ -224,8 +285,13 @@ def measure(
         len(WORKLOADS) * reference_rounds for e in plan.values() if e["available"]
     )
     cooperative_steps = rounds if cooperative_plan()["available"] else 0
+    pymysql_steps = len(MODES) * len(WORKLOADS) * rounds if installed("pymysql") else 0
     progress = Progress(
-        (len(MODES) + 1) * len(WORKLOADS) * rounds + rounds + cooperative_steps + reference_steps
+        (len(MODES) + 1) * len(WORKLOADS) * rounds
+        + rounds
+        + pymysql_steps
+        + cooperative_steps
+        + reference_steps
     )
     progress.show("creating the bench tables")
     tables = create_tables(connect_args, sizes)
@@ -247,6 +313,7 @@ def measure(
         }
         report["control"] = run_control(connect_args, sizes, tables, rounds, progress)
         report["modes"] = run_modes(connect_args, sizes, tables, rounds, progress)
+        report["pymysql"] = run_pymysql(connect_args, sizes, tables, rounds, progress)
         report["contention"] = contention(connect_args, sizes, rounds, progress)
         report["cooperative"] = run_cooperative(connect_args, sizes, tables, rounds, progress)
         report["reference"] = run_references(

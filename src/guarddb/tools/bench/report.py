@@ -144,6 +144,9 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     )
 
     print(file=out)
+    _pymysql_table(report.get("pymysql"), sizes, out)
+
+    print(file=out)
     _cooperative_table(report.get("cooperative"), out)
 
     print(file=out)
@@ -181,8 +184,12 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     ]
     if not c["met"]:
         missed.append("mutex contended")
-    print(file=out)
     total = len(MODES) * len(WORKLOADS) + 1
+    pymysql_modes = (report.get("pymysql") or {}).get("modes") or {}
+    for mode, per_mode in pymysql_modes.items():
+        total += len(per_mode)
+        missed += [f"pymysql {mode}/{key}" for key, stats in per_mode.items() if not stats["met"]]
+    print(file=out)
     if missed:
         print(
             f"targets met: {total - len(missed)} of {total}; missed: {', '.join(missed)}", file=out
@@ -193,6 +200,35 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     if warning:
         print(warning, file=out)
     print(f"(bench ran in {report['elapsed_s']:.0f}s)", file=out)
+
+
+def _pymysql_table(entry: dict[str, Any] | None, sizes: Sizes, out: TextIO) -> None:
+    """guarddb.pymysql in every mode against plain PyMySQL, or why it did not run."""
+    if entry is None:  # a report from before the table existed
+        return
+    if not entry["available"] or not entry["modes"]:
+        print(f"guarddb.pymysql against plain PyMySQL: {entry['note'] or 'not run'}", file=out)
+        return
+    print(
+        f"guarddb.pymysql vs plain PyMySQL {entry['version']}, interleaved the same way:",
+        file=out,
+    )
+    rows = [["workload", "mode", "plain PyMySQL", "guarded/plain", "IQR", "target", ""]]
+    for workload in WORKLOADS:
+        for number, mode in enumerate(MODES):
+            stats = entry["modes"][mode][workload.key]
+            rows.append(
+                [
+                    describe_workload(workload, sizes) if number == 0 else "",
+                    mode if mode != "mutex" else "mutex (uncontended)",
+                    _per_op(workload, stats["base_per_op"]),
+                    _ratio(stats["median"]),
+                    _spread(stats),
+                    f"≤ {stats['target']:.2f}x",
+                    "met" if stats["met"] else "MISSED",
+                ]
+            )
+    _table(rows, out)
 
 
 def _cooperative_table(entry: dict[str, Any] | None, out: TextIO) -> None:
@@ -261,7 +297,8 @@ def plot(report: dict[str, Any], path: str) -> None:
     env = report["environment"]
     references = report["reference"]
     available = [k for k in REFERENCES if references[k]["available"] and references[k]["workloads"]]
-    panels = 1 + bool(available)
+    pymysql_modes = (report.get("pymysql") or {}).get("modes") or {}
+    panels = 1 + bool(pymysql_modes) + bool(available)
     fig, axes = plt.subplots(
         panels,
         2,
@@ -278,42 +315,22 @@ def plot(report: dict[str, Any], path: str) -> None:
     times = FuncFormatter(lambda value, _pos: f"{value:g}x")
     x = range(len(WORKLOADS))
 
-    ax = axes[0][0]
     series = [("control: plain/plain", report["control"], "0.75")] + [
         (mode, report["modes"][mode], f"C{i}") for i, mode in enumerate(MODES)
     ]
-    width = 0.8 / len(series)
-    for i, (name, results, color) in enumerate(series):
-        stats = [results[w.key] for w in WORKLOADS]
-        medians = [s["median"] for s in stats]
-        errors = [
-            [s["median"] - s["q1"] for s in stats],
-            [s["q3"] - s["median"] for s in stats],
-        ]
-        positions = [p - 0.4 + width * (i + 0.5) for p in x]
-        ax.bar(positions, medians, width, yerr=errors, capsize=2, label=name, color=color)
-        for pos, w, median in zip(positions, WORKLOADS, medians):
-            if name in MODES:
-                limit = target(name, w.key)
-                ax.hlines(limit, pos - width / 2, pos + width / 2, colors="black", lw=1.2)
-            ax.annotate(
-                f"{median:.2f}",
-                (pos, median),
-                xytext=(0, 2),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=6,
-            )
-    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
-    ax.set_xticks(list(x))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.yaxis.set_major_formatter(times)
-    ax.set_ylabel("time guarded / plain (bars: IQR)")
-    ax.set_title("guarddb in each guard mode (black ticks: the targets; lower is better)")
-    ax.legend(fontsize=8)
-    low = min(results[w.key]["q1"] for _, results, _ in series for w in WORKLOADS)
-    ax.set_ylim(min(0.9, low - 0.05), None)
+    _mode_panel(axes[0][0], series, "mysqlclient", labels, times)
+    axes[0][0].set_title("guarddb in each guard mode (black ticks: the targets; lower is better)")
+    row = 1
+    if pymysql_modes:
+        series = [(mode, pymysql_modes[mode], f"C{i}") for i, mode in enumerate(MODES)]
+        _mode_panel(axes[row][0], series, "pymysql", labels, times)
+        axes[row][0].set_ylabel("time guarded / plain PyMySQL (bars: IQR)")
+        axes[row][0].set_title(
+            f"guarddb.pymysql in each guard mode against plain PyMySQL "
+            f"{report['pymysql']['version']} (black ticks: the targets)"
+        )
+        axes[row][1].axis("off")
+        row += 1
 
     c = report["contention"]
     ax = axes[0][1]
@@ -324,7 +341,7 @@ def plot(report: dict[str, Any], path: str) -> None:
     ax.set_title(f"{c['threads']} threads share one\nconnection: {c['median']:.2f}x", fontsize=9)
 
     if available:
-        ax = axes[1][0]
+        ax = axes[row][0]
         width = 0.8 / len(available)
         for i, key in enumerate(available):
             entry = references[key]
@@ -364,7 +381,49 @@ def plot(report: dict[str, Any], path: str) -> None:
         ax.set_ylabel("time driver / plain mysqlclient (log)")
         ax.set_title("for reference: other drivers against plain mysqlclient")
         ax.legend(fontsize=8)
-        axes[1][1].axis("off")
+        axes[row][1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _mode_panel(
+    ax: Any,
+    series: list[tuple[str, dict[str, Any], str]],
+    driver: str,
+    labels: list[str],
+    times: Any,
+) -> None:
+    """Bars of guarded/plain per workload, one series per mode (and the control), with targets."""
+    x = range(len(WORKLOADS))
+    width = 0.8 / len(series)
+    for i, (name, results, color) in enumerate(series):
+        stats = [results[w.key] for w in WORKLOADS]
+        medians = [s["median"] for s in stats]
+        errors = [
+            [s["median"] - s["q1"] for s in stats],
+            [s["q3"] - s["median"] for s in stats],
+        ]
+        positions = [p - 0.4 + width * (i + 0.5) for p in x]
+        ax.bar(positions, medians, width, yerr=errors, capsize=2, label=name, color=color)
+        for pos, w, median in zip(positions, WORKLOADS, medians):
+            if name in MODES:
+                limit = target(name, w.key, driver)
+                ax.hlines(limit, pos - width / 2, pos + width / 2, colors="black", lw=1.2)
+            ax.annotate(
+                f"{median:.2f}",
+                (pos, median),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=6,
+            )
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.yaxis.set_major_formatter(times)
+    ax.set_ylabel("time guarded / plain (bars: IQR)")
+    ax.legend(fontsize=8)
+    low = min(results[w.key]["q1"] for _, results, _ in series for w in WORKLOADS)
+    ax.set_ylim(min(0.9, low - 0.05), None)

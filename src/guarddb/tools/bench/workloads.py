@@ -29,6 +29,8 @@ TARGETS = {
 }
 #: Per-mode exceptions to TARGETS.
 MODE_TARGETS = {("mutex", "roundtrip"): 1.05}
+#: guarddb.pymysql against plain PyMySQL (issue 14), in every mode; TARGETS for the rest.
+PYMYSQL_TARGETS = {"roundtrip": 1.02}
 #: mutex mode, threads sharing one connection: guarddb's throughput over the Lock wrapper's.
 CONTENTION_TARGET = 1.0
 
@@ -125,14 +127,16 @@ def mysqlclient_side(module: Any, label: str, connect_args: dict[str, Any], **ex
     )
 
 
-def pymysql_side(connect_args: dict[str, Any]) -> Side:
-    """A Side on PyMySQL."""
+def pymysql_side(
+    connect_args: dict[str, Any], module: Any = None, label: str = "PyMySQL", **extra: Any
+) -> Side:
+    """A Side on PyMySQL, or on ``module.connect``: guarddb.pymysql with ``guard=`` (same code)."""
     import pymysql
     import pymysql.cursors
 
-    conn = pymysql.connect(**connect_args, charset="utf8mb4", autocommit=True)
+    conn = (module or pymysql).connect(**connect_args, charset="utf8mb4", autocommit=True, **extra)
     return Side(
-        "PyMySQL",
+        label,
         conn,
         conn.cursor,
         lambda: conn.cursor(pymysql.cursors.SSCursor),
@@ -340,8 +344,14 @@ WORKLOADS: tuple[Workload, ...] = (
 WORKLOAD_KEYS = tuple(w.key for w in WORKLOADS)
 
 
-def target(mode: str, workload: str) -> float:
-    """Issue 5's target for this mode and workload (a ratio guarded/plain to stay at or under)."""
+def target(mode: str, workload: str, driver: str = "mysqlclient") -> float:
+    """The target for this mode and workload (a ratio guarded/plain to stay at or under).
+
+    ``driver``: ``"mysqlclient"`` (guarddb against plain mysqlclient, issue 5) or
+    ``"pymysql"`` (guarddb.pymysql against plain PyMySQL, issue 14).
+    """
+    if driver == "pymysql":
+        return PYMYSQL_TARGETS.get(workload, TARGETS[workload])
     return MODE_TARGETS.get((mode, workload), TARGETS[workload])
 
 

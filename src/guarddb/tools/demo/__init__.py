@@ -1,10 +1,11 @@
 """The failure scenarios of ``python -m guarddb demo``, each run in a child process.
 
 Sharing one MySQL connection between threads, greenlets or across ``fork`` crashes,
-hangs or silently mixes up results on plain mysqlclient; connections left open
-by ended threads, or idle in a pool, pile up on the server.  Each scenario
-reproduces one such bug, with plain mysqlclient and with guarddb, in a child
-process with a time limit, and what happened is classified into one outcome
+hangs or silently mixes up results on plain mysqlclient (and PyMySQL); connections
+left open by ended threads, or idle in a pool, pile up on the server.  Each scenario
+reproduces one such bug, with the plain driver and with guarddb (mysqlclient
+against ``guarddb``, PyMySQL against ``guarddb.pymysql``), in a child process
+with a time limit, and what happened is classified into one outcome
 kind (a signal, a hang, wrong rows, ..., a clean error, correct).
 
 - :mod:`~guarddb.tools.demo.framework`: what a scenario, its variants and

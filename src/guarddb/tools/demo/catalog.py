@@ -1,5 +1,10 @@
 """The demo's scenarios: :data:`SCENARIOS`, and each one's body, found by name.
 
+The seeds of DESIGN.md that PyMySQL shares (threads sharing a cursor, a
+connection used across fork, a forked child closing it) run on PyMySQL too, as
+scenarios of their own (``shared_cursor_pymysql``, ...: plain PyMySQL against
+:mod:`guarddb.pymysql`), beside mysqlclient's, with the same bodies.
+
 A body lives in a module of its own (:mod:`~guarddb.tools.demo.threads`,
 :mod:`~guarddb.tools.demo.greenlets`, :mod:`~guarddb.tools.demo.fork`,
 :mod:`~guarddb.tools.demo.sscursor`: the seeds of DESIGN.md;
@@ -27,6 +32,13 @@ SCENARIOS: OrderedDict[str, Scenario] = OrderedDict(
             Expected("clean error", "ConcurrentUseError"),
         ),
         Scenario(
+            "shared_cursor_pymysql",
+            "the same on PyMySQL: 8 threads share one connection and one cursor "
+            "(plain PyMySQL, then guarddb.pymysql)",
+            Expected("clean error", "ConcurrentUseError"),
+            library="pymysql",
+        ),
+        Scenario(
             "greenlets_shared_cursor",
             "8 greenlets (gevent) share one connection and one cursor, yielding between "
             "execute and fetchall",
@@ -44,9 +56,23 @@ SCENARIOS: OrderedDict[str, Scenario] = OrderedDict(
             Expected("clean error", "ForkedConnectionError"),
         ),
         Scenario(
+            "fork_shared_pymysql",
+            "the same on PyMySQL: a connection opened before fork, used by 8 multiprocessing "
+            "children (plain PyMySQL, then guarddb.pymysql)",
+            Expected("clean error", "ForkedConnectionError"),
+            library="pymysql",
+        ),
+        Scenario(
             "fork_child_close",
             "a forked child closes, or drops and exits with, the inherited connection",
             Expected("correct"),
+        ),
+        Scenario(
+            "fork_child_close_pymysql",
+            "the same on PyMySQL: a forked child closes, or drops and exits with, the "
+            "inherited connection (plain PyMySQL, then guarddb.pymysql)",
+            Expected("correct"),
+            library="pymysql",
         ),
         Scenario(
             "sscursor_pending",
@@ -102,13 +128,22 @@ def matches(scenario: Scenario | str, outcome: Outcome, expected: Expected | Non
 
 
 def missing_requirement(scenario: Scenario | str) -> str | None:
-    """Why ``scenario`` cannot run in this interpreter (a module it needs), or None."""
+    """Why ``scenario`` cannot run in this interpreter (its driver, a module it needs), or None."""
     if isinstance(scenario, str):
         scenario = SCENARIOS[scenario]
-    for module, how in scenario.requires:
-        if importlib.util.find_spec(module) is None:
-            return f"{module} is not installed ({how}, or guarddb's test extra)"
+    library = scenario.driver_library
+    for module, how in ((library.plain, library.how), *scenario.requires):
+        if not _importable(module):
+            name = library.name if module == library.plain else module
+            return f"{name} is not installed ({how}, or guarddb's test extra)"
     return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # refused by an import hook; None in sys.modules
+        return False
 
 
 # -- the bodies ------------------------------------------------------------------------------
@@ -117,9 +152,12 @@ def missing_requirement(scenario: Scenario | str) -> str | None:
 #: DESIGN.md's, run with the connect arguments alone (else it gets the :class:`Context`).
 _BODIES: dict[str, tuple[str, str, bool]] = {
     "shared_cursor": ("threads", "shared_cursor", True),
+    "shared_cursor_pymysql": ("threads", "shared_cursor", True),
     "greenlets_shared_cursor": ("greenlets", "greenlets_shared_cursor", False),
     "fork_shared": ("fork", "fork_shared", True),
+    "fork_shared_pymysql": ("fork", "fork_shared", True),
     "fork_child_close": ("fork", "fork_child_close", True),
+    "fork_child_close_pymysql": ("fork", "fork_child_close", True),
     "sscursor_pending": ("sscursor", "sscursor_pending", True),
     "celery_prefork": ("celery_prefork", "celery_prefork", False),
     "thread_pool_leak": ("leaks", "thread_pool_leak", False),

@@ -1,9 +1,11 @@
-"""``python -m guarddb demo``: every scenario with plain mysqlclient, then with guarddb.
+"""``python -m guarddb demo``: every scenario with its plain driver, then with guarddb.
 
 Each run goes through :func:`guarddb.tools.demo.process.run` (a child process with a
 time limit); this module says on stderr which run starts and how it ended, then
 prints what each did side by side on stdout: a text table (colour only on a
 terminal, never with ``NO_COLOR``) or, with ``--markdown``, the table of README.md.
+A scenario runs on mysqlclient (plain, then ``guarddb``) or on PyMySQL (plain,
+then ``guarddb.pymysql``); the plain column's header names the versions.
 The arguments are parsed by :mod:`guarddb.tools.cli`.
 """
 
@@ -20,7 +22,7 @@ from typing import Any, TextIO
 
 from . import catalog, process
 from .catalog import SCENARIOS
-from .framework import BAD_KINDS, SKIPPED, Outcome, Scenario, Variant
+from .framework import BAD_KINDS, LIBRARIES, SKIPPED, Outcome, Scenario, Variant
 
 #: Outcome kinds shown in red: the failures guarddb exists to prevent.
 _BAD_KINDS = frozenset(BAD_KINDS)
@@ -34,7 +36,7 @@ _RESET = "\033[0m"
 
 @dataclass
 class _Result:
-    """A scenario's runs: plain mysqlclient's, then each guarddb variant's."""
+    """A scenario's runs: its plain driver's, then each guarddb variant's."""
 
     scenario: Scenario
     plain: Outcome
@@ -114,7 +116,7 @@ def _summary(results: list[_Result], elapsed: float, out: TextIO) -> int:
     ran = [result for result in results if not result.skipped]
     runs = sum(1 + len(result.guarded) for result in ran)
     unexpected = [
-        f"{result.scenario.name} ({variant.label})"
+        f"{result.scenario.name} ({result.scenario.label(variant)})"
         for result in ran
         for variant in result.unexpected()
     ]
@@ -142,10 +144,24 @@ def _progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def _plain_version() -> str:
-    import MySQLdb.release
+def _plain_version(library: str = "mysqlclient") -> str:
+    """The version of a plain driver (a key of LIBRARIES), or "?" if it is not installed."""
+    return LIBRARIES[library].version() or "?"
 
-    return str(MySQLdb.release.__version__)
+
+def _plain_header(results: list[_Result]) -> str:
+    """``plain mysqlclient 2.3.1``, or with PyMySQL rows too ``... / PyMySQL 1.2.4``.
+
+    The drivers of the rows that ran (of all rows, if none ran).
+    """
+    shown: list[str] = []
+    for result in [r for r in results if not r.skipped] or results:
+        library = result.scenario.driver_library
+        version = library.version()
+        name = f"{library.name} {version}" if version else library.name
+        if name not in shown:
+            shown.append(name)
+    return "plain " + " / ".join(shown or [LIBRARIES["mysqlclient"].name])
 
 
 class _Broker:
@@ -183,10 +199,9 @@ def _run_all(
     broker: _Broker,
     color: bool,
 ) -> list[_Result]:
-    """Run each scenario with plain mysqlclient, then each guarddb variant, saying so on stderr."""
+    """Run each scenario with its plain driver, then each guarddb variant, saying so on stderr."""
     results: list[_Result] = []
     total = sum(1 + len(SCENARIOS[name].variants) for name in names)
-    plain_label = f"plain mysqlclient {_plain_version()}"
     number = 0
     for name in names:
         scenario = SCENARIOS[name]
@@ -194,8 +209,8 @@ def _run_all(
         broker_url = None
         if why_not is None and scenario.broker:
             broker_url, why_not = broker.get()
-        runs: list[tuple[str, Variant | None]] = [(plain_label, None)]
-        runs += [(variant.label, variant) for variant in scenario.variants]
+        runs: list[tuple[str, Variant | None]] = [(scenario.label(None), None)]
+        runs += [(scenario.label(variant), variant) for variant in scenario.variants]
         result: _Result | None = None
         for label, variant in runs:
             number += 1
@@ -263,14 +278,14 @@ def _cells(result: _Result) -> tuple[list[tuple[str, str]], ...]:
 
 
 def _print_table(results: list[_Result], out: TextIO, color: bool) -> None:
-    """Scenario | plain mysqlclient | guarddb, each cell the kind then what was seen."""
+    """Scenario | plain driver | guarddb, each cell the kind then what was seen."""
     from guarddb import __version__
 
     width = min(max(shutil.get_terminal_size((120, 24)).columns, 100), 160)
     first = 28
     rest = (width - first - 10) // 2
     widths = (first, rest, rest)
-    header = ("scenario", f"plain mysqlclient {_plain_version()}", f"guarddb {__version__}")
+    header = ("scenario", _plain_header(results), f"guarddb {__version__}")
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
     def line(cells: tuple[str, ...], colors: tuple[str, ...]) -> str:
@@ -311,7 +326,7 @@ def _print_markdown(results: list[_Result], out: TextIO) -> None:
             texts.append(f"**{text}**" if head else text)
         return "<br>".join(texts)
 
-    print(f"| scenario | plain mysqlclient {_plain_version()} | guarddb {__version__} |", file=out)
+    print(f"| scenario | {_plain_header(results)} | guarddb {__version__} |", file=out)
     print("|---|---|---|", file=out)
     for result in results:
         print("| " + " | ".join(cell(c) for c in _cells(result)) + " |", file=out)

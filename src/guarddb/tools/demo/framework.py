@@ -1,9 +1,11 @@
 """The demo's scenario framework: what a scenario is, what its runs give, the child's side.
 
 A :class:`Scenario` reproduces one bug of sharing a MySQL connection (between
-threads, across ``fork``, ...) or of leaving one open; it runs once with plain
-mysqlclient and once for each of its guarddb :class:`Variant` objects, each run
-in a child process (:mod:`guarddb.tools.demo.process`).  In the child, the
+threads, across ``fork``, ...) or of leaving one open, on one driver
+(:data:`LIBRARIES`: mysqlclient, or PyMySQL); it runs once with the plain
+driver and once for each of its guarddb :class:`Variant` objects (guarddb's
+face for that driver: ``guarddb``, ``guarddb.pymysql``), each run in a child
+process (:mod:`guarddb.tools.demo.process`).  In the child, the
 scenario's body gets a :class:`Context` and counts what each of its workers
 (thread, forked process, Celery task) saw in a :class:`Recorder`, whose JSON
 report :func:`classify` turns into an :class:`Outcome`: one of :data:`KINDS`
@@ -16,6 +18,7 @@ The scenarios themselves are listed in :mod:`guarddb.tools.demo.catalog`.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -48,10 +51,51 @@ BAD_KINDS = KINDS[: KINDS.index("sessions left open") + 1]
 #: The kind of a run that did not happen: what it needs is missing (not a failure).
 SKIPPED = "skipped"
 
-#: The drivers :func:`~guarddb.tools.demo.process.run` can test.
+#: The drivers :func:`~guarddb.tools.demo.process.run` can test: the scenario's library
+#: plain, or guarded by guarddb.
 DRIVERS = ("plain", "guarddb")
 
-#: Errors that mean libmysqlclient lost the session (not raised by guarddb).
+
+class Library(NamedTuple):
+    """A driver library the scenarios run on: its plain module, and guarddb's face for it."""
+
+    #: As people know it: "mysqlclient", "PyMySQL".
+    name: str
+    #: The module a program imports: "MySQLdb", "pymysql".
+    plain: str
+    #: guarddb's face for it: "guarddb", "guarddb.pymysql".
+    guarded: str
+    #: How to install it.
+    how: str
+
+    def version(self) -> str | None:
+        """Its version, or None when it is not installed."""
+        try:
+            if self.plain == "MySQLdb":
+                import MySQLdb.release
+
+                return str(MySQLdb.release.__version__)
+            module = importlib.import_module(self.plain)
+        except ImportError:
+            return None
+        # PyMySQL's __version__ is the mysqlclient version it stands in for.
+        return str(getattr(module, "VERSION_STRING", getattr(module, "__version__", "?")))
+
+    def label(self) -> str:
+        """``plain PyMySQL 1.2.4``: the plain runs, in progress lines and headers."""
+        version = self.version()
+        return f"plain {self.name}" + (f" {version}" if version else "")
+
+
+#: The libraries, by :attr:`Scenario.library`.
+LIBRARIES = {
+    "mysqlclient": Library(
+        "mysqlclient", "MySQLdb", "guarddb", "pip install 'guarddb[mysqlclient]'"
+    ),
+    "pymysql": Library("PyMySQL", "pymysql", "guarddb.pymysql", "pip install 'guarddb[pymysql]'"),
+}
+
+#: Errors that mean the driver lost the session (not raised by guarddb).
 LOST_CONNECTION = (2006, 2013)
 COMMANDS_OUT_OF_SYNC = 2014
 
@@ -76,7 +120,11 @@ class Variant(NamedTuple):
     @property
     def label(self) -> str:
         """``guarddb``, followed by the keywords: ``guarddb on_fork="reconnect"``."""
-        return " ".join(["guarddb", *(f"{k}={_show(v)}" for k, v in self.options)])
+        return self.label_on("guarddb")
+
+    def label_on(self, face: str) -> str:
+        """The label with guarddb's face for the scenario's library: ``guarddb.pymysql ...``."""
+        return " ".join([face, *(f"{k}={_show(v)}" for k, v in self.options)])
 
 
 def _show(value: Any) -> str:
@@ -93,7 +141,7 @@ class Scenario(NamedTuple):
     expected_guarded: Expected
     #: guarddb's connect keywords for its guarddb run (``()``: the defaults).
     options: tuple[tuple[str, Any], ...] = ()
-    #: Further guarddb runs, with other keywords (plain mysqlclient runs once).
+    #: Further guarddb runs, with other keywords (the plain driver runs once).
     more: tuple[Variant, ...] = ()
     #: Modules the scenario needs (importable in the child), with how to get them.
     requires: tuple[tuple[str, str], ...] = ()
@@ -105,11 +153,23 @@ class Scenario(NamedTuple):
     #: Its child runs ``gevent.monkey.patch_all()`` before anything else: its workers are
     #: greenlets (it must also require gevent).
     gevent: bool = False
+    #: The driver it runs on (a key of :data:`LIBRARIES`): plain, and guarded by guarddb.
+    library: str = "mysqlclient"
 
     @property
     def variants(self) -> tuple[Variant, ...]:
         """Every guarddb run: the main one first."""
         return (Variant(self.options, self.expected_guarded), *self.more)
+
+    @property
+    def driver_library(self) -> Library:
+        """The :class:`Library` it runs on."""
+        return LIBRARIES[self.library]
+
+    def label(self, variant: Variant | None) -> str:
+        """What a run is, for people: ``plain PyMySQL 1.2.4``, ``guarddb.pymysql``, ..."""
+        library = self.driver_library
+        return library.label() if variant is None else variant.label_on(library.guarded)
 
 
 @dataclass
@@ -406,10 +466,10 @@ def exit_status(status: int) -> str:
 class Context:
     """What a scenario's body gets in the child."""
 
-    #: The driver's module: MySQLdb, or guarddb.
+    #: The driver's module: MySQLdb or guarddb; pymysql or guarddb.pymysql.
     db: Any
     driver: str
-    #: Where the server is (plain MySQLdb's keywords).
+    #: Where the server is (keywords MySQLdb and PyMySQL both take).
     connect_args: dict[str, Any]
     #: guarddb's connect keywords for the connections under test ({} for plain).
     options: dict[str, Any]

@@ -1,8 +1,9 @@
 """One run of a scenario in a child process: the parent's side and the child's.
 
-:func:`run` runs a scenario against plain mysqlclient (``import MySQLdb``) or
-guarddb (``import guarddb as MySQLdb``, with the scenario's guarddb connect
-keywords) in a child process with a time limit, and classifies what happened
+:func:`run` runs a scenario against its plain driver (``import MySQLdb``, or
+``import pymysql`` for a PyMySQL scenario) or guarddb (``import guarddb as
+MySQLdb``, ``import guarddb.pymysql as pymysql``, with the scenario's guarddb
+connect keywords) in a child process with a time limit, and classifies what happened
 (:func:`guarddb.tools.demo.framework.classify`).  The child never takes its
 caller down: a segfault, an abort or a hang is an
 :class:`~guarddb.tools.demo.framework.Outcome` like any other.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -51,6 +53,9 @@ def run(
     broker_url: str | None = None,
 ) -> Outcome:
     """Run scenario ``name`` with ``driver`` ("plain" or "guarddb") in a child process.
+
+    "plain" is the scenario's driver as it is (mysqlclient, or PyMySQL), "guarddb"
+    guarddb's face for it (``guarddb``, or ``guarddb.pymysql``).
 
     The child gets ``timeout`` seconds, plus the scenario's ``extra_time``, in
     all; it stops waiting for its workers a little earlier so that it can still
@@ -213,16 +218,9 @@ def _child(
         sys.stdout.write(RESULT_MARK + json.dumps({"scenario": name, "skipped": missing}) + "\n")
         sys.stdout.flush()
         os._exit(0)
-    if driver == "plain":
-        import MySQLdb as db
-
-        guard_error: type[BaseException] | None = None
-    else:
-        import guarddb as db
-        from guarddb import GuardError as guard_error
-
-    import MySQLdb.release
-
+    library = SCENARIOS[name].driver_library
+    db = importlib.import_module(library.plain if driver == "plain" else library.guarded)
+    guard_error = None if driver == "plain" else guarddb.GuardError
     rec = Recorder(guard_error)
     started = time.monotonic()
     ctx = Context(
@@ -252,7 +250,8 @@ def _child(
         scenario=name,
         driver=driver,
         options=ctx.options,
-        mysqlclient=MySQLdb.release.__version__,
+        library=library.name,
+        version=library.version(),
         deadline=deadline,
         gave_up=gave_up,
         elapsed=round(time.monotonic() - started, 3),
@@ -276,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs=3,
         metavar=("NAME", "DRIVER", "JSON"),
         required=True,
-        help="scenario name, driver (plain|guarddb), connect arguments as JSON",
+        help="scenario name, driver (plain|guarddb: the scenario's library, plain or guarded), "
+        "connect arguments as JSON",
     )
     parser.add_argument(
         "--deadline", type=float, default=15.0, help="seconds to wait for the workers"
