@@ -179,9 +179,12 @@ def done(state: State, kinds: Kinds) -> None:
 #: statements.  Regular expressions (the scan runs in C: a text classified for the
 #: first time costs a few microseconds, not a Python loop over its characters).
 _SPECIAL_TEXT = (
-    r"""'(?:[^'\\]|\\.|'')*'?"""  # 'quoted', with \' and '' inside; unterminated: to the end
-    r"""|"(?:[^"\\]|\\.|"")*"?"""
-    r"""|`(?:[^`]|``)*`?"""
+    # 'quoted', with \' and '' inside; unterminated: to the end.  Unrolled (a run of
+    # plain characters at a time, not one alternation per character): a 16 MB value
+    # in a statement took 1.6 s to pass, now 0.09 s.
+    r"""'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'?"""
+    r"""|"[^"\\]*(?:(?:\\.|"")[^"\\]*)*"?"""
+    r"""|`[^`]*(?:``[^`]*)*`?"""
     r"|#[^\n]*|--(?:[ \t\r][^\n]*|(?=\n)|\Z)"  # to the end of the line ("--" needs whitespace)
     r"|/\*M?!\d*"  # /*! or /*M! and the version: what follows is code for the server
     r"|/\*.*?(?:\*/|\Z)"  # a comment (unterminated: to the end)
