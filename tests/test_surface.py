@@ -135,7 +135,7 @@ def test_not_a_cursor_class_is_a_type_error(connect):
 
 _INSTALL = textwrap.dedent(
     """
-    import json, sys
+    import importlib.util, json, sys
     import guarddb
     guarddb.install_as_MySQLdb()
     import MySQLdb
@@ -156,7 +156,25 @@ _INSTALL = textwrap.dedent(
         "cr": CR.__name__,
         "exceptions": _exceptions.__name__,
         "guarded": isinstance(cursor, guarddb.cursors.GuardedCursorMixIn),
+        "same_objects": [
+            MySQLdb.OperationalError is guarddb.OperationalError,
+            MySQLdb.connect is guarddb.connect,
+            MySQLdb.GuardError is guarddb.GuardError,
+            MySQLdb.version_info == guarddb.version_info,
+        ],
+        "in_dir": {"connect", "ForkedConnectionError"} <= set(dir(MySQLdb)),
+        "spec": importlib.util.find_spec("MySQLdb").name,
     }))
+    try:
+        conn.cursor().execute("not_a_valid_statement")
+    except guarddb.ProgrammingError as error:
+        # How SQLAlchemy's own suite checks a driver (test_exception_wrapping_orig_accessors):
+        # the exception's class comes from the module the dialect was given, by name.
+        print(json.dumps(type(error).__module__.startswith(MySQLdb.__name__.split(".")[0])))
+    import guarddb.mutex
+    guarddb.mutex.install_as_MySQLdb()
+    import MySQLdb as again
+    print(json.dumps([again.__name__, again.threadsafety, again.connect is guarddb.mutex.connect]))
     """
 )
 
@@ -170,9 +188,15 @@ def test_install_as_mysqldb(connect_args):
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
+    lines = done.stdout.splitlines()
+    seen = json.loads(lines[0])
+    assert json.loads(lines[1]) is True  # the driver's exceptions are MySQLdb's, by name
+    assert json.loads(lines[2]) == ["MySQLdb", 2, True]  # guarddb.mutex's, the same way
     assert seen == {
-        "module": "guarddb",
+        "same_objects": [True] * 4,
+        "in_dir": True,
+        "spec": "MySQLdb",
+        "module": "MySQLdb",
         "connection": "guarddb.connections",
         "sscursor": "guarddb.cursors",
         "cursor": "guarddb.cursors",

@@ -13,7 +13,9 @@ before pytest starts, e.g. under ``python -m guarddb run -m pytest``.)
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
+import types
 from typing import Any
 
 from .core.errors import GuardError
@@ -107,7 +109,38 @@ if _MISSING_MYSQLCLIENT is None:
         stay mysqlclient's own modules.  Call it before the code that imports
         MySQLdb (Django settings, a conftest, a sitecustomize).
         """
-        sys.modules["MySQLdb"] = sys.modules[__name__]
+        _install_as_mysqldb(sys.modules[__name__])
+
+    class _NamedMySQLdb(types.ModuleType):
+        """A guarddb face as ``import MySQLdb`` gives it once installed.
+
+        Every attribute is the face's own (read through, so the two never
+        differ), but the module is named ``MySQLdb``: code that finds a driver's
+        exceptions by its module's name (SQLAlchemy: ``MySQLdb._exceptions``
+        under ``MySQLdb``) finds them, and ``MySQLdb.OperationalError`` is
+        still ``guarddb.OperationalError``.  Submodules not installed are
+        mysqlclient's own (its package path).
+        """
+
+        _face: types.ModuleType
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._face, name)
+
+        def __dir__(self) -> list[str]:
+            return dir(self._face)
+
+    def _install_as_mysqldb(face: types.ModuleType) -> None:
+        """``import MySQLdb`` gives ``face`` (guarddb, or guarddb.mutex), named MySQLdb."""
+        named = _NamedMySQLdb("MySQLdb", face.__doc__)
+        named._face = face
+        named.__file__ = face.__file__
+        named.__path__ = list(_MySQLdb.__path__)
+        named.__spec__ = importlib.machinery.ModuleSpec(
+            "MySQLdb", None, origin=face.__file__, is_package=True
+        )
+        named.__spec__.submodule_search_locations = named.__path__
+        sys.modules["MySQLdb"] = named
         sys.modules["MySQLdb.connections"] = connections
         sys.modules["MySQLdb.cursors"] = cursors
 

@@ -31,8 +31,7 @@ connect = Connection = Connect
 
 def install_as_MySQLdb() -> None:
     """Like :func:`guarddb.install_as_MySQLdb`, with this module (mutex by default) as MySQLdb."""
-    guarddb.install_as_MySQLdb()
-    sys.modules["MySQLdb"] = sys.modules[__name__]
+    guarddb._install_as_mysqldb(sys.modules[__name__])
 
 
 __all__ = list(_all)
