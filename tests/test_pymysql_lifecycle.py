@@ -279,9 +279,12 @@ def test_never_closed_in_a_transaction_with_unread_rows_or_in_a_call(pymysql_con
     unread = pymysql_connect(max_idle=0.2, autocommit=True)
     ss = unread.cursor(guarddb.pymysql.cursors.SSCursor)
     ss.execute("SELECT 1 UNION SELECT 2")
-    in_call = pymysql_connect(max_idle=0.2, autocommit=True)
+    # Idle long enough to be reaped only once a thread is inside it: under load, more
+    # than 0.2 s may pass before Blocked gets in.
+    in_call = pymysql_connect(max_idle=60, autocommit=True)
     kept = {in_txn.thread_id(), unread.thread_id(), in_call.thread_id()}
     blocked = Blocked(in_call, pymysql_connect())
+    in_call._guard.max_idle = 0.2  # the reaper reads it on each round
     idle = pymysql_connect(max_idle=0.2, autocommit=True)
     idle_session = idle.thread_id()
     try:
