@@ -304,6 +304,35 @@ def test_a_user_class_with_its_own_statement_internals(pymysql_connect, mode):
     assert cursor.rowcount == 1 and cursor.description[1][0] == "b"
 
 
+class MyDict(dict):
+    pass
+
+
+class GuardedDictSubclass(guarddb.pymysql.cursors.DictCursor):
+    """A subclass of guarddb's own class (what ``pymysql.cursors.DictCursor`` is once
+    installed): it inherits guarddb's statement internals, and must keep them."""
+
+    dict_type = MyDict
+
+
+class GuardedSSDictSubclass(guarddb.pymysql.cursors.SSDictCursor):
+    dict_type = MyDict
+
+
+@pytest.mark.parametrize("mode", ["exclusive", "strict", "mutex"])
+@pytest.mark.parametrize("cursorclass", [GuardedDictSubclass, GuardedSSDictSubclass])
+def test_a_subclass_of_a_guarded_dict_cursor_gives_its_dicts(pymysql_connect, mode, cursorclass):
+    # PyMySQL's own suite, test_DictCursor.py's test_custom_dict, under install_as_pymysql().
+    cursor = pymysql_connect(guard=mode).cursor(cursorclass)
+    cursor.execute("SELECT seq AS n FROM seq_1_to_3")
+    row = cursor.fetchone()
+    assert type(row) is MyDict and row == {"n": 1}
+    assert cursor.fetchall() in ([{"n": 2}, {"n": 3}], ({"n": 2}, {"n": 3}))
+    cursor.execute("SELECT 4 AS n")
+    assert list(cursor) == [{"n": 4}]
+    assert cursor.description[0][0] == "n"
+
+
 def test_cursorclass_keyword_takes_a_pymysql_class(pymysql_connect):
     conn = pymysql_connect(cursorclass=pymysql.cursors.DictCursor)
     cursor = conn.cursor()

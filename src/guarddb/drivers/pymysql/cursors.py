@@ -838,11 +838,13 @@ def _guarded_class(cls: type, per_thread_results: bool) -> type:
             PerThreadUnbufferedMixIn if issubclass(cls, _pc.SSCursor) else PerThreadBufferedMixIn
         )
         # A fetch method or statement internal of the class's own stays in front
-        # of the re-implemented ones (DictCursor's _do_get_result, for one).
+        # of the re-implemented ones (DictCursor's _do_get_result, for one), also
+        # when it is inherited: a subclass of guarddb's DictCursor has its _query.
+        base = SSCursor if issubclass(guarded, _pc.SSCursor) else Cursor
         own = {
-            name: vars(guarded)[name]
+            name: getattr(guarded, name)
             for name in (*_FETCH_METHODS, "_query")
-            if name in vars(guarded)
+            if getattr(guarded, name) is not getattr(base, name)
         }
         for name in ("_clear_result", "_do_get_result"):
             if getattr(cls, name) is not getattr(_pc.Cursor, name):
