@@ -14,8 +14,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
-OLDEST_MYSQLCLIENT=${OLDEST_MYSQLCLIENT:-2.2.0}
-NEWEST_MYSQLCLIENT=${NEWEST_MYSQLCLIENT:-2.3.1}
+OLDEST_MYSQLCLIENT=${OLDEST_MYSQLCLIENT:-==2.2.0}
+# The newest 2.3 release the registry offers, not a pin (NEWEST_MYSQLCLIENT=="2.3.1" pins).
+NEWEST_MYSQLCLIENT=${NEWEST_MYSQLCLIENT:->=2.3,<2.4}
+# The newest releases of everything, on the newest Python: Django 6, SQLAlchemy 2.1.
+PYTHON313=${PYTHON313:-}
+NOT_RUN=()
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -46,19 +50,35 @@ install_system_packages() {
     fi
 }
 
-# make_venv DIR MYSQLCLIENT_VERSION: a venv with that mysqlclient and guarddb[test] from this tree.
+# make_venv DIR MYSQLCLIENT_SPEC [PYTHON]: a venv with mysqlclient$SPEC and guarddb[test]
+# from this tree.
 make_venv() {
-    local dir=$1 mysqlclient=$2
+    local dir=$1 mysqlclient=$2 python=${3:-$PYTHON}
     if [ ! -x "$dir/bin/python" ]; then
-        say "creating $dir"
-        "$PYTHON" -m venv "$dir"
+        say "creating $dir ($("$python" --version))"
+        "$python" -m venv "$dir"
         "$dir/bin/python" -m pip install -q --upgrade pip
     fi
-    say "installing mysqlclient $mysqlclient and guarddb into $dir"
+    say "installing mysqlclient$mysqlclient and guarddb into $dir"
     # mysqlclient has no Linux wheels: pip builds it against libmariadb-dev.
-    "$dir/bin/python" -m pip install -q "mysqlclient==$mysqlclient"
+    "$dir/bin/python" -m pip install -q --upgrade "mysqlclient$mysqlclient"
     "$dir/bin/python" -m pip install -q --force-reinstall --no-deps .
     "$dir/bin/python" -m pip install -q ".[test,bench]"
+    "$dir/bin/python" -c 'import sys
+from importlib.metadata import version
+print(f"{sys.argv[1]}: Python {sys.version.split()[0]}, "
+      + ", ".join(f"{name} {version(name)}" for name in ("mysqlclient", "Django", "SQLAlchemy")))
+' "$dir" >&2
+}
+
+# find_python313: pyenv's Python 3.13 (CI machines have it), or python3.13 on the PATH.
+find_python313() {
+    if [ -n "$PYTHON313" ]; then echo "$PYTHON313"; return; fi
+    local candidate
+    for candidate in "$(command -v python3.13 || true)" \
+        "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13; do
+        if [ -x "$candidate" ]; then echo "$candidate"; return; fi
+    done
 }
 
 run_demo() {
@@ -113,6 +133,27 @@ run_tests() {
     .venv-mysqlclient22/bin/python -m pytest -q -p no:cacheprovider tests
     say "guarddb's tests with mysqlclient $NEWEST_MYSQLCLIENT"
     .venv/bin/python -m pytest -q -p no:cacheprovider tests
+
+    # The newest releases: Python 3.13, Django 6 (it needs Python 3.12+; the runs above
+    # have Django 5.2 LTS), SQLAlchemy 2.1, the newest mysqlclient 2.3.
+    local python313
+    python313=$(find_python313)
+    if [ -z "$python313" ]; then
+        NOT_RUN+=("guarddb's tests on Python 3.13 with Django 6 and SQLAlchemy 2.1: no Python 3.13
+    here (looked for \$PYTHON313, python3.13 on the PATH and pyenv's versions). Install it
+    (pyenv install 3.13, or your distribution's python3.13 with its venv module and
+    headers) and run again, or name it: PYTHON313=/path/to/python3.13 ./dev.sh test")
+    else
+        make_venv .venv-py313 "$NEWEST_MYSQLCLIENT" "$python313"
+        say "mysqlclient's own test suite on Python 3.13, guarddb installed as MySQLdb"
+        .venv-py313/bin/python .ci/mysqlclient_suite.py
+        say "guarddb's tests on Python 3.13 (Django 6, SQLAlchemy 2.1, newest mysqlclient)"
+        .venv-py313/bin/python -m pytest -q -p no:cacheprovider tests
+    fi
+    if [ ${#NOT_RUN[@]} -gt 0 ]; then
+        say "NOT RUN (everything else passed):"
+        printf '  - %s\n' "${NOT_RUN[@]}" >&2
+    fi
 }
 
 case "${1:-}" in

@@ -137,8 +137,8 @@ def test_the_json_has_every_number(quick_run):
             assert stats["target"] == workloads.target(mode, key)
             assert isinstance(stats["met"], bool)
             assert len(stats["base_s"]) == len(stats["other_s"]) == rounds
-    assert report["targets"]["mutex"]["roundtrip"] == 1.05
-    assert report["targets"]["exclusive"]["fetchone"] == 1.15
+    assert report["targets"]["mutex"]["roundtrip"] == 1.04
+    assert report["targets"]["exclusive"]["fetchone"] == 1.0
 
     contention = report["contention"]
     _check_stats(contention, rounds, "contention")
