@@ -149,9 +149,9 @@ class GuardedCursorMixIn:
                     if hasattr(db, "_pymysql_query"):
                         raise  # from inside query()
                     db.query(query, self._guard_unbuffered)  # a plain PyMySQL connection
-                if not self.connection:  # type: ignore[attr-defined]
-                    raise ProgrammingError("Cursor closed")
-                self._result = result = self.connection._result  # type: ignore[attr-defined]
+                # (PyMySQL looks at self.connection again: nothing in between can
+                # close the cursor, while this thread holds the guard.)
+                self._result = result = db._result
                 self.rowcount = rows = result.affected_rows  # type: ignore[attr-defined]
                 self.warning_count = result.warning_count  # type: ignore[attr-defined]
                 self.description = result.description  # type: ignore[attr-defined]
