@@ -250,13 +250,18 @@ int guard_enter_as(guard_slot *slot, int flags, uintptr_t me)
     return GUARD_BUSY;
 }
 
-int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me)
+int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me,
+                     uint64_t since_ns)
 {
     int rc = guard_enter_as(slot, flags | GUARD_TIMED, me);
+    if (rc == GUARD_OK && since_ns)
+        guard_count_wait(slot, guard_now_ns() - since_ns); /* let go between two waits */
     if (rc != GUARD_BUSY)
         return rc;
     uint64_t start = guard_now_ns();
     uint64_t deadline = start + (uint64_t)(timeout_ns > 0 ? timeout_ns : 0);
+    if (!since_ns)
+        since_ns = start;
     for (;;) {
         /* Count ourselves as waiting before the last try, so a leave that
            comes after the try sees us and bumps wake_seq. */
@@ -269,10 +274,10 @@ int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t 
         if (__atomic_compare_exchange_n(&slot->busy, &expected, me, 0, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST)) {
             __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
-            uint64_t now = guard_now_ns(), waited = now - start;
+            uint64_t now = guard_now_ns();
             got_in(slot, me, flags);
             slot->held_since_ns = now;
-            guard_count_wait(slot, waited);
+            guard_count_wait(slot, now - since_ns);
             return GUARD_OK;
         }
         uint64_t now = guard_now_ns();
