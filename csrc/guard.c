@@ -25,6 +25,9 @@
 static guard_slot *chunks[MAX_CHUNKS];
 static int chunk_count;
 static long live_slots;
+/* Every wait that got in, in any slot (guard_total_waits()): a slot's own
+   counters go with its connection, these only grow. */
+static uint64_t total_waits, total_wait_ns;
 static long next_hint; /* where the next search for a free slot starts */
 static uint64_t generation;
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -314,6 +317,8 @@ void guard_count_wait(guard_slot *slot, uint64_t waited_ns)
     slot->wait_ns_total += waited_ns;
     if (waited_ns > slot->wait_ns_max)
         slot->wait_ns_max = waited_ns;
+    __atomic_add_fetch(&total_waits, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&total_wait_ns, waited_ns, __ATOMIC_RELAXED);
 }
 
 int guard_state(guard_slot *slot) { return slot_state(slot); }
@@ -380,3 +385,7 @@ void guard_disown(guard_slot *slot) { STORE(&slot->owner, 0); }
 uintptr_t guard_thread_id(void) { return self_id(); }
 
 long guard_live_slots(void) { return __atomic_load_n(&live_slots, __ATOMIC_RELAXED); }
+
+uint64_t guard_total_waits(void) { return __atomic_load_n(&total_waits, __ATOMIC_RELAXED); }
+
+uint64_t guard_total_wait_ns(void) { return __atomic_load_n(&total_wait_ns, __ATOMIC_RELAXED); }

@@ -121,6 +121,10 @@ uintptr_t guard_thread_id(void);
 uint64_t guard_now_ns(void);
 /* Slots held by connections. */
 long guard_live_slots(void);
+/* Waits to enter that got in, and the time they took, in every slot since the
+   process started (a forked child starts from its parent's): they only grow. */
+uint64_t guard_total_waits(void);
+uint64_t guard_total_wait_ns(void);
 
 /* cffi:end */
 
