@@ -86,7 +86,13 @@ class GuarddbCollector:
         yield from self._families()
 
     @staticmethod
-    def _families() -> tuple[Metric, Metric, Metric, Metric, Metric]:
+    def _families() -> tuple[
+        GaugeMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+    ]:
         return (
             GaugeMetricFamily(
                 "guarddb_connections",

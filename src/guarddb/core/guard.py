@@ -14,9 +14,10 @@ import logging
 import os
 import time
 import weakref
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .._guard import ffi, lib
+from .._guard import ffi
+from .._guard import lib as lib  # re-exported: the driver layers use it too
 from . import identity, transactions, violations
 from .errors import CR_SERVER_GONE_ERROR, DriverErrors, GuardError
 from .identity import describe as describe_thread
@@ -122,6 +123,13 @@ class ConnectionGuard:
     per_thread_results = False
     #: mutex_scope="transaction": a thread keeps the connection until commit/rollback.
     holds_transactions = False
+
+    if TYPE_CHECKING:
+        # MutexGuard's, used only where holds_transactions is true.
+        txn_holder: int
+
+        def hold_transaction(self, conn: Any) -> None: ...
+        def release_transaction(self) -> None: ...
 
     __slots__ = (
         "autocommit",
@@ -462,7 +470,9 @@ class ConnectionGuard:
 
     def free(self) -> None:
         """Give the C slot back; the connection object is going away."""
-        slot, self.slot = self.slot, None
+        # None from here on: typed as the live slot, which it is for the connection's
+        # life; what may still run while it goes away checks for None.
+        slot, self.slot = self.slot, None  # type: ignore[assignment]
         if slot is not None:
             lib.guard_slot_free(slot)
 
@@ -658,7 +668,7 @@ class MutexGuard(ConnectionGuard):
         super().__init__(mode, site, errors)
         self.flags = lib.GUARD_TIMED  # note when each holder got in (for messages, stats)
         self.timeout = timeout
-        self.holds_transactions = scope == "transaction"  # type: ignore[misc]
+        self.holds_transactions = scope == "transaction"
         self.txn_holder = 0
 
     def refused(self, rc: int) -> None:

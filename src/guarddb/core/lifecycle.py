@@ -30,6 +30,7 @@ from . import identity, metrics, violations
 from .guard import lib
 
 if TYPE_CHECKING:
+    from .._guard import GuardSlot
     from .guard import GuardedConnection as Connection
 
 _log = logging.getLogger("guarddb")
@@ -259,13 +260,13 @@ def _describe(conn: Connection) -> ConnectionInfo | None:
     )
 
 
-def _idle_seconds(slot: Any) -> float:
+def _idle_seconds(slot: GuardSlot) -> float:
     if slot.busy:
         return 0.0
     return _idle_seconds_held(slot)
 
 
-def _idle_seconds_held(slot: Any) -> float:
+def _idle_seconds_held(slot: GuardSlot) -> float:
     return max(0.0, (lib.guard_coarse_ns() - slot.last_used_ns) / 1e9)
 
 
@@ -473,7 +474,7 @@ def _finish_for_dead_owner(conn: Connection) -> str:
             conn._rollback_for_guarddb()
         guard.transaction_ended()
         if guard.holds_transactions:
-            guard.txn_holder = 0
+            guard.txn_holder = 0  # type: ignore[misc]  # a MutexGuard's
     return lost
 
 
