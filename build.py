@@ -57,11 +57,11 @@ PREAMBLE = """
 #include "guard.h"
 
 static int guard_enter_wait_without_gil(guard_slot *slot, int flags, int64_t timeout_ns,
-                                        uintptr_t me)
+                                        uintptr_t me, uint64_t since_ns)
 {
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = guard_enter_wait(slot, flags, timeout_ns, me);
+    rc = guard_enter_wait(slot, flags, timeout_ns, me, since_ns);
     Py_END_ALLOW_THREADS
     return rc;
 }
@@ -78,7 +78,7 @@ CDEF = (
     + SLOT_FIELDS
     + _functions
     + "int guard_enter_wait_without_gil(guard_slot *slot, int flags, int64_t timeout_ns,"
-    + " uintptr_t me);\n"
+    + " uintptr_t me, uint64_t since_ns);\n"
 )
 
 ffibuilder = FFI()

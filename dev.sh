@@ -117,6 +117,8 @@ run_tests() {
     say "ruff"
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
+    say "mypy (strict, pyproject.toml's [tool.mypy])"
+    .venv/bin/mypy src
 
     check_packaging
 

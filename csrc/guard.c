@@ -25,6 +25,9 @@
 static guard_slot *chunks[MAX_CHUNKS];
 static int chunk_count;
 static long live_slots;
+/* Every wait that got in, in any slot (guard_total_waits()): a slot's own
+   counters go with its connection, these only grow. */
+static uint64_t total_waits, total_wait_ns;
 static long next_hint; /* where the next search for a free slot starts */
 static uint64_t generation;
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -250,13 +253,18 @@ int guard_enter_as(guard_slot *slot, int flags, uintptr_t me)
     return GUARD_BUSY;
 }
 
-int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me)
+int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me,
+                     uint64_t since_ns)
 {
     int rc = guard_enter_as(slot, flags | GUARD_TIMED, me);
+    if (rc == GUARD_OK && since_ns)
+        guard_count_wait(slot, guard_now_ns() - since_ns); /* let go between two waits */
     if (rc != GUARD_BUSY)
         return rc;
     uint64_t start = guard_now_ns();
     uint64_t deadline = start + (uint64_t)(timeout_ns > 0 ? timeout_ns : 0);
+    if (!since_ns)
+        since_ns = start;
     for (;;) {
         /* Count ourselves as waiting before the last try, so a leave that
            comes after the try sees us and bumps wake_seq. */
@@ -269,10 +277,10 @@ int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t 
         if (__atomic_compare_exchange_n(&slot->busy, &expected, me, 0, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST)) {
             __atomic_sub_fetch(&slot->waiters, 1, __ATOMIC_SEQ_CST);
-            uint64_t now = guard_now_ns(), waited = now - start;
+            uint64_t now = guard_now_ns();
             got_in(slot, me, flags);
             slot->held_since_ns = now;
-            guard_count_wait(slot, waited);
+            guard_count_wait(slot, now - since_ns);
             return GUARD_OK;
         }
         uint64_t now = guard_now_ns();
@@ -309,6 +317,8 @@ void guard_count_wait(guard_slot *slot, uint64_t waited_ns)
     slot->wait_ns_total += waited_ns;
     if (waited_ns > slot->wait_ns_max)
         slot->wait_ns_max = waited_ns;
+    __atomic_add_fetch(&total_waits, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&total_wait_ns, waited_ns, __ATOMIC_RELAXED);
 }
 
 int guard_state(guard_slot *slot) { return slot_state(slot); }
@@ -375,3 +385,7 @@ void guard_disown(guard_slot *slot) { STORE(&slot->owner, 0); }
 uintptr_t guard_thread_id(void) { return self_id(); }
 
 long guard_live_slots(void) { return __atomic_load_n(&live_slots, __ATOMIC_RELAXED); }
+
+uint64_t guard_total_waits(void) { return __atomic_load_n(&total_waits, __ATOMIC_RELAXED); }
+
+uint64_t guard_total_wait_ns(void) { return __atomic_load_n(&total_wait_ns, __ATOMIC_RELAXED); }

@@ -121,6 +121,10 @@ uintptr_t guard_thread_id(void);
 uint64_t guard_now_ns(void);
 /* Slots held by connections. */
 long guard_live_slots(void);
+/* Waits to enter that got in, and the time they took, in every slot since the
+   process started (a forked child starts from its parent's): they only grow. */
+uint64_t guard_total_waits(void);
+uint64_t guard_total_wait_ns(void);
 
 /* cffi:end */
 
@@ -128,9 +132,13 @@ long guard_live_slots(void);
    a call that finds guarddb's lifecycle thread inside).  flags: GUARD_KEEP_OWNER
    or 0 (the owner check was made by the guard_enter() that said busy).
    GUARD_OK, GUARD_BUSY if still not in (the caller waits again, or gives up),
-   GUARD_FORKED or GUARD_CLOSED.  It blocks the OS thread (greenlets wait in
+   GUARD_FORKED or GUARD_CLOSED.  since_ns: when the caller's wait began
+   (guard_now_ns()), for a wait made of several calls; 0 for now.  A wait is
+   counted (guard_count_wait) from then when it gets in, at the first try too
+   if since_ns is given.  It blocks the OS thread (greenlets wait in
    Python instead): Python calls it through build.py's
    wrapper, which releases the GIL around it. */
-int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me);
+int guard_enter_wait(guard_slot *slot, int flags, int64_t timeout_ns, uintptr_t me,
+                     uint64_t since_ns);
 
 #endif

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import threading
+import time
 
 import MySQLdb
 import pytest
@@ -283,6 +284,30 @@ def test_guard_stats(connect, plain_connect):
     assert stats["calls"] >= 4 and stats["waits"] >= 1
     assert stats["wait_longest"] > 0 and stats["wait_total"] >= stats["wait_longest"]
     assert stats["holder"] is None
+
+
+def test_guard_stats_count_a_long_wait_whole(connect):
+    """A wait longer than one of the slices it is waited in (0.1 s) counts from its start."""
+    conn = connect(guard="mutex", autocommit=True)
+    started = time.monotonic()  # the holder's SLEEP(0.5) ends 0.5 s after this, or later
+    holder, _ = start(lambda: select_sleep(conn, 0.5), name="Holder")
+    wait_until(lambda: int(conn._guard.slot.busy) == holder.ident)
+    waiter, box = start(lambda: select(conn, 2))
+    wait_until(lambda: waiting(conn) == 1)
+    seen_waiting = time.monotonic()  # the wait began before this
+    waiter.join(30)
+    holder.join(30)
+    assert box["result"] == ((2,),)
+    stats = conn.guard_stats()
+    assert stats["waits"] == 1
+    at_least = started + 0.5 - seen_waiting
+    assert stats["wait_longest"] >= at_least and stats["wait_total"] == stats["wait_longest"]
+
+
+def select_sleep(conn, seconds):
+    cursor = conn.cursor()
+    cursor.execute("SELECT SLEEP(%s)", (seconds,))
+    return cursor.fetchall()
 
 
 def test_mutex_module_surface(connect_args):

@@ -82,7 +82,7 @@ else:
         ThreadOwnershipError,
     )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: DB-API: threads may share the module, not connections (mutex mode raises it).
 threadsafety = 1

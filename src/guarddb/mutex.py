@@ -20,16 +20,18 @@ from guarddb import connections
 threadsafety = 2
 
 
-def Connect(*args: Any, guard: str = "mutex", **kwargs: Any) -> connections.Connection:
+def Connect(  # type: ignore[no-redef]  # guarddb's, mutex by default
+    *args: Any, guard: str = "mutex", **kwargs: Any
+) -> connections.Connection:
     """Open a guarded connection, in mutex mode unless ``guard=`` says otherwise."""
     return connections.Connection(*args, guard=guard, **kwargs)
 
 
 # As in MySQLdb, Connection is the factory too (the class is guarddb.connections.Connection).
-connect = Connection = Connect
+connect = Connection = Connect  # type: ignore[assignment]
 
 
-def install_as_MySQLdb() -> None:
+def install_as_MySQLdb() -> None:  # type: ignore[no-redef]
     """Like :func:`guarddb.install_as_MySQLdb`, with this module (mutex by default) as MySQLdb."""
     guarddb._install_as_mysqldb(sys.modules[__name__])
 

@@ -83,9 +83,16 @@ class IdleClosedError(GuardError):
 class DriverErrors(Protocol):
     """A driver's own subclasses of each kind (its errors module has them by these names)."""
 
-    ThreadOwnershipError: type[ThreadOwnershipError]
-    ConcurrentUseError: type[ConcurrentUseError]
-    PendingResultError: type[PendingResultError]
-    ForkedConnectionError: type[ForkedConnectionError]
-    LockTimeoutError: type[LockTimeoutError]
-    IdleClosedError: type[IdleClosedError]
+    # Read-only: a driver's subclass is each kind too.
+    @property
+    def ThreadOwnershipError(self) -> type[ThreadOwnershipError]: ...
+    @property
+    def ConcurrentUseError(self) -> type[ConcurrentUseError]: ...
+    @property
+    def PendingResultError(self) -> type[PendingResultError]: ...
+    @property
+    def ForkedConnectionError(self) -> type[ForkedConnectionError]: ...
+    @property
+    def LockTimeoutError(self) -> type[LockTimeoutError]: ...
+    @property
+    def IdleClosedError(self) -> type[IdleClosedError]: ...

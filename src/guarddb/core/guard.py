@@ -14,9 +14,10 @@ import logging
 import os
 import time
 import weakref
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .._guard import ffi, lib
+from .._guard import ffi
+from .._guard import lib as lib  # re-exported: the driver layers use it too
 from . import identity, transactions, violations
 from .errors import CR_SERVER_GONE_ERROR, DriverErrors, GuardError
 from .identity import describe as describe_thread
@@ -122,6 +123,13 @@ class ConnectionGuard:
     per_thread_results = False
     #: mutex_scope="transaction": a thread keeps the connection until commit/rollback.
     holds_transactions = False
+
+    if TYPE_CHECKING:
+        # MutexGuard's, used only where holds_transactions is true.
+        txn_holder: int
+
+        def hold_transaction(self, conn: Any) -> None: ...
+        def release_transaction(self) -> None: ...
 
     __slots__ = (
         "autocommit",
@@ -267,31 +275,34 @@ class ConnectionGuard:
     def _wait_for_service(self, flags: int) -> int:
         """guarddb's lifecycle thread is inside for a moment (closing an idle connection)."""
         rc = lib.GUARD_BUSY
+        since = int(lib.guard_now_ns())
         while rc == lib.GUARD_BUSY and int(self.slot.busy) in (service_ident, 0):
-            rc = self._wait_turn(flags, _WAIT_SLICE)
+            rc = self._wait_turn(flags, _WAIT_SLICE, since)
         return rc
 
-    def _wait_turn(self, flags: int, seconds: float) -> int:
+    def _wait_turn(self, flags: int, seconds: float, since: int) -> int:
         """Wait up to ``seconds`` for the one inside to leave, and enter: the C result.
 
         A thread sleeps in C (a futex, without the GIL).  A greenlet must not
         block the OS thread its siblings run on, the one inside among them: it
-        yields to its hub until a leave wakes it (:meth:`wake`).
+        yields to its hub until a leave wakes it (:meth:`wake`).  ``since``:
+        when the caller's wait began (``lib.guard_now_ns()``), for a wait made
+        of several of these; one that gets in is counted from then
+        (``guard_stats()``).
         """
         me = identity.get_ident()
         if not identity.greenlets or not identity.runs_a_hub():
             # An OS thread with no gevent hub runs no greenlets to yield to: it sleeps
             # in C (and must not make itself a hub: gevent's hub creation imports
             # modules, and two threads doing that at once deadlock on the import lock).
-            return int(_enter_wait(self.slot, flags, int(seconds * 1e9), me))
-        return self._green_wait(flags, seconds, me)
+            return int(_enter_wait(self.slot, flags, int(seconds * 1e9), me, since))
+        return self._green_wait(flags, seconds, me, since)
 
-    def _green_wait(self, flags: int, seconds: float, me: int) -> int:
+    def _green_wait(self, flags: int, seconds: float, me: int, since: int) -> int:
         from gevent.event import Event  # only ever under gevent's patch
 
         slot = self.slot
-        started = time.monotonic()
-        deadline = started + seconds
+        deadline = time.monotonic() + seconds
         event = Event()  # this waiter's own, in its own thread's hub
         self.green_wake.add(event)
         lib.guard_wait_begin(slot)  # counted, so that the leave says someone waits
@@ -301,7 +312,7 @@ class ConnectionGuard:
                 rc = _enter(slot, flags | lib.GUARD_TIMED, me)
                 if rc != lib.GUARD_BUSY:
                     if rc == lib.GUARD_OK:
-                        lib.guard_count_wait(slot, int((time.monotonic() - started) * 1e9))
+                        lib.guard_count_wait(slot, int(lib.guard_now_ns()) - since)
                     return int(rc)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -459,7 +470,9 @@ class ConnectionGuard:
 
     def free(self) -> None:
         """Give the C slot back; the connection object is going away."""
-        slot, self.slot = self.slot, None
+        # None from here on: typed as the live slot, which it is for the connection's
+        # life; what may still run while it goes away checks for None.
+        slot, self.slot = self.slot, None  # type: ignore[assignment]
         if slot is not None:
             lib.guard_slot_free(slot)
 
@@ -655,7 +668,7 @@ class MutexGuard(ConnectionGuard):
         super().__init__(mode, site, errors)
         self.flags = lib.GUARD_TIMED  # note when each holder got in (for messages, stats)
         self.timeout = timeout
-        self.holds_transactions = scope == "transaction"  # type: ignore[misc]
+        self.holds_transactions = scope == "transaction"
         self.txn_holder = 0
 
     def refused(self, rc: int) -> None:
@@ -670,6 +683,7 @@ class MutexGuard(ConnectionGuard):
 
     def _wait(self, rc: int) -> None:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        since = int(lib.guard_now_ns())
         while rc == lib.GUARD_BUSY:
             self._release_for_ended_thread()
             wait = _WAIT_SLICE
@@ -677,7 +691,7 @@ class MutexGuard(ConnectionGuard):
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     raise self._timeout_error()
-            rc = self._wait_turn(0, wait)
+            rc = self._wait_turn(0, wait, since)
         if rc:
             super().refused(rc)
 

@@ -239,7 +239,7 @@ def mark(factory: Callable[[], _Mark]) -> _Mark:
         if made is None:
             made = _marks.mark = factory()
         return made
-    current = entry[0]()
+    current: Any = entry[0]()  # the calling greenlet: alive
     made = getattr(current, "_guarddb_mark", None)
     if made is None:
         made = factory()

@@ -26,10 +26,11 @@ from itertools import count
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import guard as _guard_module
-from . import identity, violations
+from . import identity, metrics, violations
 from .guard import lib
 
 if TYPE_CHECKING:
+    from .._guard import GuardSlot
     from .guard import GuardedConnection as Connection
 
 _log = logging.getLogger("guarddb")
@@ -91,6 +92,43 @@ def live_connections() -> list[ConnectionInfo]:
     keeps.  Connections closed or garbage-collected are not in it.
     """
     return [info for conn in _snapshot() if (info := _describe(conn)) is not None]
+
+
+#: What :func:`connection_states` counts; each connection is in the first that applies.
+STATES = ("inherited", "orphan", "in_call", "in_transaction", "idle")
+
+
+def connection_states() -> dict[str, int]:
+    """How many open guarded connections of this process are in each of :data:`STATES`.
+
+    ``inherited``: opened by the parent of this forked child, not reconnected
+    here; ``orphan``: its owner thread has ended; ``in_call``: a thread is
+    inside a call on it (or holds it for unread unbuffered rows, or for its
+    transaction in mutex mode with ``mutex_scope="transaction"``);
+    ``in_transaction``: a transaction may be open (see
+    :attr:`ConnectionInfo.in_transaction`); ``idle``: the rest.  As
+    :func:`live_connections`, without a round trip or any lock a call takes,
+    and cheaper: nothing is described.  Connections in mode "off" are never
+    ``in_call`` (their calls skip the guard).
+    """
+    counts = dict.fromkeys(STATES, 0)
+    for conn in _snapshot():
+        guard = conn._guard
+        slot = guard.slot
+        if slot is None:
+            continue
+        if lib.guard_state(slot) == lib.GUARD_FORKED:
+            state = "inherited"
+        elif not _owner_alive(guard):
+            state = "orphan"
+        elif slot.busy:
+            state = "in_call"
+        elif guard.in_transaction():
+            state = "in_transaction"
+        else:
+            state = "idle"
+        counts[state] += 1
+    return counts
 
 
 #: Orphans reported in this process, as they were when noticed (for reports at exit).
@@ -222,13 +260,13 @@ def _describe(conn: Connection) -> ConnectionInfo | None:
     )
 
 
-def _idle_seconds(slot: Any) -> float:
+def _idle_seconds(slot: GuardSlot) -> float:
     if slot.busy:
         return 0.0
     return _idle_seconds_held(slot)
 
 
-def _idle_seconds_held(slot: Any) -> float:
+def _idle_seconds_held(slot: GuardSlot) -> float:
     return max(0.0, (lib.guard_coarse_ns() - slot.last_used_ns) / 1e9)
 
 
@@ -347,6 +385,7 @@ def _close(
         if not conn._close_for_guarddb():  # COM_QUIT: the server frees the session
             return False  # the driver said not now (mysqlclient 2.3's own lock): look again later
         guard.closed_reason = reason
+        metrics.CLOSED.add("orphan" if orphan else "max_idle")
         # Marked only now: until the slot is let go, a call waits for it (as
         # for any call in progress) rather than seeing it closed half-way.
         lib.guard_mark_closed(slot)
@@ -435,7 +474,7 @@ def _finish_for_dead_owner(conn: Connection) -> str:
             conn._rollback_for_guarddb()
         guard.transaction_ended()
         if guard.holds_transactions:
-            guard.txn_holder = 0
+            guard.txn_holder = 0  # type: ignore[misc]  # a MutexGuard's
     return lost
 
 

@@ -47,7 +47,7 @@ _defaults: dict[str, Any] = {
 def check_mode(mode: object, source: str = "guard") -> str:
     """Return ``mode`` if it names a guard mode, else raise ValueError listing the valid ones."""
     if mode in MODES:
-        return mode  # type: ignore[return-value]
+        return mode
     valid = ", ".join(repr(m) for m in MODES)
     raise ValueError(f"{source}={mode!r} is not a guarddb mode; use one of {valid}")
 
@@ -66,7 +66,7 @@ def _check_timeout(timeout: object, source: str = "mutex_timeout") -> float | No
 
 def _check_scope(scope: object, source: str = "mutex_scope") -> str:
     if scope in MUTEX_SCOPES:
-        return scope  # type: ignore[return-value]
+        return scope
     valid = ", ".join(repr(m) for m in MUTEX_SCOPES)
     raise ValueError(f"{source}={scope!r}: use one of {valid}")
 
@@ -74,7 +74,7 @@ def _check_scope(scope: object, source: str = "mutex_scope") -> str:
 def _check_choice(choices: tuple[str, ...], name: str) -> Any:
     def check(value: object, source: str = name) -> str:
         if value in choices:
-            return value  # type: ignore[return-value]
+            return value
         valid = ", ".join(repr(m) for m in choices)
         raise ValueError(f"{source}={value!r}: use one of {valid}")
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import identity
+from . import identity, metrics
 
 _log = logging.getLogger("guarddb")
 _hooks: list[Callable[[Violation], Any]] = []
@@ -101,6 +101,7 @@ def report(
     """Log a violation on the "guarddb" logger and hand it to every hook."""
     if getattr(_quiet, "on", False):
         return
+    metrics.VIOLATIONS.add(kind)
     violation = Violation(
         kind=kind,
         message=message,

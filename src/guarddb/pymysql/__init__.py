@@ -142,7 +142,7 @@ def _installed_module() -> _InstalledModule:
     global _installed
     if _installed is None:
         module = _InstalledModule("pymysql", __doc__)
-        module.__path__ = list(_pymysql.__path__)  # type: ignore[attr-defined]
+        module.__path__ = list(_pymysql.__path__)
         module.__package__ = "pymysql"
         _installed = module
     return _installed

@@ -7,7 +7,7 @@ import functools
 import os
 import time
 import weakref
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import MySQLdb.connections as _mysqldb_connections
 from MySQLdb import MySQLError, ProgrammingError, _mysql
@@ -19,7 +19,10 @@ from ...core.settings import settings
 from ...core.sites import add_library_dir, caller_site
 from . import cursors, errors
 
-_Base = _mysqldb_connections.Connection
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+_Base: TypeAlias = _mysqldb_connections.Connection
 # mysqlclient's own frames are not the application's: a call's site is found past them.
 add_library_dir(os.path.dirname(_mysqldb_connections.__file__))
 
@@ -119,7 +122,7 @@ def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | No
     return f"{named.get('host') or 'localhost'}:{named.get('port') or 3306}", database
 
 
-class Connection(_Base):  # type: ignore[misc]
+class Connection(_Base):
     """A MySQLdb connection whose every server call goes through guarddb's guard.
 
     Takes mysqlclient's connect arguments, plus ``guard=`` (``"exclusive"``,
@@ -140,6 +143,7 @@ class Connection(_Base):  # type: ignore[misc]
     __module__ = "guarddb.connections"  # its public path (pickles, reprs)
     default_cursor = cursors.Cursor
     _guard: ConnectionGuard
+    cursorclass: type[Any]
 
     def __init__(
         self,
@@ -168,7 +172,7 @@ class Connection(_Base):  # type: ignore[misc]
             _identity.cooperative()
             # Its own class, so that the statement path of every other connection
             # pays nothing for it (cursors call a query() of a class's own).
-            self.__class__ = _cooperative_class(type(self))
+            self.__class__ = _cooperative_class(type(self))  # type: ignore[arg-type]
             self._read_timeout = kwargs.get("read_timeout")
         self._guard = make_guard(chosen, caller_site(), errors)
         self._guard.connection = weakref.ref(self)
@@ -180,7 +184,7 @@ class Connection(_Base):  # type: ignore[misc]
         self._session: dict[str, Any] = {}
         super().__init__(*args, **kwargs)
         self._session_opened()
-        self.cursorclass = cursors.guarded_class(self.cursorclass)
+        self.cursorclass = cursors.guarded_class(self.cursorclass)  # type: ignore[arg-type]
         lifecycle.register(self)
 
     def _session_opened(self) -> None:
@@ -363,7 +367,7 @@ class Connection(_Base):  # type: ignore[misc]
         (autocommit, character set, SQL mode, database) is changed again.
         Settings made in SQL text (``SET ...``) are not replayed.
         """
-        args, kwargs = self._connect_args
+        args, kwargs = self._connect_args  # type: ignore[misc]  # kept: a reconnect may come
         before, self._session = self._session, {}
         autocommit = self._guard.autocommit
         # Python-side state the user may have changed since connect: kept as it is.
@@ -544,8 +548,8 @@ def _cooperative_class(cls: type) -> type:
 for _name in _SERVER_CALLS:
     if hasattr(_Base, _name):  # some calls exist in one mysqlclient version only
         setattr(Connection, _name, _guarded(_name))
-Connection.query = _guarded_sql("query", waits_for_answer=True)  # type: ignore[method-assign]
-Connection.send_query = _guarded_sql("send_query", waits_for_answer=False)  # type: ignore[method-assign]
+Connection.query = _guarded_sql("query", waits_for_answer=True)
+Connection.send_query = _guarded_sql("send_query", waits_for_answer=False)
 for _name in _STATEMENT_CALLS:
     setattr(Connection, _name, _guarded_no_args(_name))
 del _name

@@ -115,6 +115,27 @@ class GuardedCursorMixIn:
     #: execute() runs mysqlclient's statement steps inline (set per class: _direct_path).
     _guard_direct = False
 
+    # For type checkers, what the MySQLdb cursor class this is mixed into has, and the
+    # mixins' own that go with it: annotations only (nothing at run time).
+    connection: Any
+    description: Any
+    description_flags: Any
+    rowcount: Any
+    rownumber: Any
+    lastrowid: Any
+    warning_count: int
+    arraysize: int
+    _rows: Any
+    _result: Any
+    _executed: Any
+    _fetch_type: int
+    _get_db: Callable[[], Any]
+    _mogrify: Callable[[Any, Any], Any]
+    _do_get_result: Callable[[Any], None]
+    _post_get_result: Callable[[], None]
+    _pin_if_pending: Callable[[Any], None]  # GuardedUseResultMixIn's
+    _guard_states: dict[int, dict[str, Any]]  # PerThreadResultsMixIn's (mutex mode)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._guard_direct = _direct_path(cls)
@@ -126,7 +147,7 @@ class GuardedCursorMixIn:
         noted), or None for one that sends none.  ``execute`` has this
         unrolled: a change here goes there too.
         """
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is None:
             return method(*args)  # a closed cursor: mysqlclient raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
@@ -159,7 +180,7 @@ class GuardedCursorMixIn:
         try:
             result = method(*args)
             if kinds is not _READ and kinds is not _WRITE and statement is not None:
-                guard.statement_done(kinds, db)  # transaction control in SQL text
+                guard.statement_done(kinds, db)  # type: ignore[arg-type]  # SQL text control
             return result
         finally:
             guard.inside = outer
@@ -175,7 +196,7 @@ class GuardedCursorMixIn:
         # hottest call there is, and with mysqlclient's own execute inlined for the
         # classes whose internals are mysqlclient's (_guard_direct): see _direct_execute.
         # Change _statement and this together.
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is None:
             return super().execute(query, args)  # type: ignore[misc]
         guard = getattr(db, "_guard", UNGUARDED)
@@ -199,7 +220,7 @@ class GuardedCursorMixIn:
             # A part of this thread's statement (executemany's generated batches):
             # the statement's own template was classified; its parts are not texts
             # to scan (each batch is new, and long) or to cache.
-            kinds = _READ
+            kinds: transactions.Kinds | None = _READ
         else:
             try:
                 # What it does to the transaction, by its text: a subscript, not .get()
@@ -224,16 +245,16 @@ class GuardedCursorMixIn:
                 self.description_flags = None
                 self._rows = None
                 self.rownumber = None
-                if self._result:  # type: ignore[has-type]
-                    self._result.discard()  # type: ignore[has-type]
+                if self._result:
+                    self._result.discard()
                     self._result = None
                 while _c_next_result(db) == 0:  # -1 means no more data
                     _c_discard_result(db)
                 # _mogrify:
                 if args is None and type(query) is str:
-                    q = query.encode(db.encoding)
+                    q: bytes | bytearray = query.encode(db.encoding)
                 else:
-                    q = self._mogrify(query, args)  # type: ignore[attr-defined]
+                    q = self._mogrify(query, args)
                 assert isinstance(q, (bytes, bytearray))
                 # _query:
                 self._result = None
@@ -257,7 +278,7 @@ class GuardedCursorMixIn:
                 self.rownumber = 0
                 self.lastrowid = _c_insert_id(db)
                 # _post_get_result, a buffered cursor's: every row, now.
-                self._rows = stored.fetch_row(0, self._fetch_type) if stored else ()  # type: ignore[attr-defined]
+                self._rows = stored.fetch_row(0, self._fetch_type) if stored else ()
                 # Freed now, inside the guard, as mysqlclient frees it: freeing a
                 # result takes mysqlclient's connection lock (2.3), which a thread
                 # let in after the guard's leave would find held.
@@ -266,7 +287,7 @@ class GuardedCursorMixIn:
             else:
                 result = super().execute(query, args)  # type: ignore[misc]
             if kinds is not _READ and kinds is not _WRITE:
-                guard.statement_done(kinds, db)  # transaction control in SQL text
+                guard.statement_done(kinds, db)  # type: ignore[arg-type]  # SQL text control
             return result
         finally:
             guard.inside = outer
@@ -298,7 +319,7 @@ class GuardedCursorMixIn:
     # guard's cost per execute, measured with callgrind).
 
     def _query(self, q: Any) -> Any:
-        db = self._get_db()  # type: ignore[attr-defined]
+        db = self._get_db()
         self._result = None
         if _SETS_WARNING_COUNT:
             self.warning_count = 0
@@ -308,8 +329,8 @@ class GuardedCursorMixIn:
             _MySQLdbConnection.query(db, q)
         else:
             db.query(q)  # a query() of the user's own: keep it
-        self._do_get_result(db)  # type: ignore[attr-defined]
-        self._post_get_result()  # type: ignore[attr-defined]
+        self._do_get_result(db)
+        self._post_get_result()
         self._executed = q
         return self.rowcount
 
@@ -325,7 +346,7 @@ class GuardedCursorMixIn:
             self._result.discard()
             self._result = None
 
-        con = self.connection  # type: ignore[has-type]
+        con = self.connection
         if con is None:
             return
         while _c_connection.next_result(con) == 0:  # -1 means no more data.
@@ -351,7 +372,7 @@ class GuardedCursorMixIn:
         inside it, another cursor's unread rows) and this cursor holds nothing
         on the server, it is closed on the client side only.
         """
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is None:
             return
         guard = getattr(db, "_guard", UNGUARDED)
@@ -389,17 +410,17 @@ class GuardedCursorMixIn:
         thread's fetch overlaps that statement and is refused; in mutex mode it
         waits its turn and reads its own thread's result.
         """
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is None:
             return fetch(*args)  # closed: mysqlclient's own error
         guard = getattr(db, "_guard", UNGUARDED)
         if guard.mode == "off":
             self._guard_tid = get_ident()
             return fetch(*args)
-        if self._guard_epoch != _guard.epoch and self._executed:  # type: ignore[attr-defined]
+        if self._guard_epoch != _guard.epoch and self._executed:
             raise guard.refusal(_guard.lib.GUARD_FORKED)
         if not guard.per_thread_results:
-            if not self._executed:  # type: ignore[attr-defined]
+            if not self._executed:
                 return fetch(*args)  # never executed: mysqlclient's own error
             raise guard.foreign_rows(self._guard_tid)
         guard.enter(self)
@@ -420,7 +441,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     """
 
     def _get_result(self) -> Any:
-        return _c_connection.store_result(self._get_db())  # type: ignore[attr-defined]
+        return _c_connection.store_result(self._get_db())
 
     # Each reads the cursor's state into locals *before* the check: a statement
     # of another thread marks the cursor first thing (``_statement``), so a
@@ -434,10 +455,10 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -449,13 +470,13 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
         return row
 
     def __next__(self) -> Any:
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
             return row
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -474,26 +495,26 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None or number is None:
             return super().fetchmany(size)  # type: ignore[misc]
-        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
+        end = number + (size or self.arraysize)
         result = rows[number:end]
         self.rownumber = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None:
             return super().fetchall()  # type: ignore[misc]
@@ -506,7 +527,7 @@ class GuardedStoreResultMixIn(GuardedCursorMixIn):
 
     def scroll(self, value: int, mode: str = "relative") -> None:
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[misc]
+            return self._guard_fetch_slow(super().scroll, value, mode)  # type: ignore[misc,no-any-return]
         return super().scroll(value, mode)  # type: ignore[misc,no-any-return]
 
 
@@ -521,24 +542,24 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     _guard_pins_results = True
 
     def _get_result(self) -> Any:
-        return _c_connection.use_result(self._get_db())  # type: ignore[attr-defined]
+        return _c_connection.use_result(self._get_db())
 
     def _pin_if_pending(self, guard: Any) -> None:
         """Still inside the statement's guard: an unread result keeps it held."""
-        if self._result is not None and guard.pending is None and guard.mode != "off":  # type: ignore[attr-defined]
-            guard.pin_result(self, self._result.discard)  # type: ignore[attr-defined]
+        if self._result is not None and guard.pending is None and guard.mode != "off":
+            guard.pin_result(self, self._result.discard)
 
     def _discard(self) -> None:
         # Drain this cursor's unread rows and let go of the connection before
         # mysqlclient goes on to ask the connection for further results.
-        result = self._result  # type: ignore[has-type]
+        result = self._result
         if result:
             self._result = None
             try:
                 result.discard()
             finally:
                 self._unpin()
-        super()._discard()  # type: ignore[misc]
+        super()._discard()
 
     # The public fetches check; _fetch_row (which they call) reads the socket
     # and notes when the rows are read out.  The connection is let go only
@@ -551,19 +572,19 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
         # mysqlclient's own, with _fetch_row(1) inlined: it runs once per row.
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
-        result = self._result  # type: ignore[attr-defined]
+        result = self._result
         if not result:
             return self._no_more_rows()
         try:
-            rows = result.fetch_row(1, self._fetch_type)  # type: ignore[attr-defined]
+            rows = result.fetch_row(1, self._fetch_type)
         except _mc.MySQLError:
             self._unpin()  # the result is broken: nothing more will come of it
             raise
         if not rows:
             return self._no_more_rows()
-        self.rownumber = self.rownumber + 1  # type: ignore[attr-defined]
+        self.rownumber = self.rownumber + 1
         return rows[0]
 
     def __next__(self) -> Any:
@@ -575,7 +596,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
     def _no_more_rows(self) -> None:
         """fetchone() found the end: the connection is free again."""
         if _SETS_WARNING_COUNT:
-            self.warning_count = _c_connection.warning_count(self._get_db())  # type: ignore[attr-defined]
+            self.warning_count = _c_connection.warning_count(self._get_db())
         self._unpin()
 
     def fetchmany(self, size: int | None = None) -> Any:
@@ -600,11 +621,11 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
                 self._unpin()
 
     def _fetch_row(self, size: int = 1) -> Any:
-        result = self._result  # type: ignore[attr-defined]
+        result = self._result
         if not result:
             return ()
         try:
-            rows = result.fetch_row(size, self._fetch_type)  # type: ignore[attr-defined]
+            rows = result.fetch_row(size, self._fetch_type)
         except _mc.MySQLError:
             self._unpin()  # the result is broken: nothing more will come of it
             raise
@@ -614,7 +635,7 @@ class GuardedUseResultMixIn(GuardedCursorMixIn):
 
     def _unpin(self) -> None:
         self._guard_read_out = False
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is not None:
             guard = getattr(db, "_guard", UNGUARDED)
             if guard.pending is not None and guard.pending() is self:
@@ -668,6 +689,28 @@ class PerThreadResultsMixIn:
     # fast layout that touching __dict__ would give up.
     __slots__ = tuple(f"_pt_{name}" for name in _PER_THREAD_ATTRIBUTES)
 
+    # For type checkers, what the guarded MySQLdb cursor class this is mixed into has
+    # (GuardedCursorMixIn's and mysqlclient's): annotations only (nothing at run time).
+    _guard_tid: int
+    _guard_epoch: int
+    _guard_fetch_slow: Callable[..., Any]
+    _rows: Any
+    _result: Any
+    _executed: Any
+    _fetch_type: int
+    arraysize: int
+    _get_db: Callable[[], Any]
+    _get_result: Callable[[], Any]
+    _post_get_result: Callable[[], None]
+    _no_more_rows: Callable[[], None]
+    _unpin: Callable[[], None]
+    _pt_description: Any
+    _pt_description_flags: Any
+    _pt_rowcount: Any
+    _pt_lastrowid: Any
+    _pt_rownumber: Any
+    _pt_warning_count: Any
+
     def __init__(self, connection: Any) -> None:
         self._guard_states: dict[int, dict[str, Any]] = {}  # thread -> its result, put aside
         super().__init__(connection)  # type: ignore[call-arg]
@@ -678,7 +721,7 @@ class PerThreadResultsMixIn:
     # code as GuardedCursorMixIn._query and mysqlclient's _do_get_result.
 
     def _query(self, q: Any) -> Any:
-        db = self._get_db()  # type: ignore[attr-defined]
+        db = self._get_db()
         self._result = None
         if _SETS_WARNING_COUNT:
             self._pt_warning_count = 0
@@ -689,12 +732,12 @@ class PerThreadResultsMixIn:
         else:
             db.query(q)
         self._do_get_result(db)
-        self._post_get_result()  # type: ignore[attr-defined]
+        self._post_get_result()
         self._executed = q
         return self._pt_rowcount
 
     def _do_get_result(self, db: Any) -> None:
-        self._result = result = self._get_result()  # type: ignore[attr-defined]
+        self._result = result = self._get_result()
         if result is None:
             self._pt_description = self._pt_description_flags = None
         else:
@@ -731,10 +774,10 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor. None indicates that
         no more rows are available."""
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -746,13 +789,13 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
         return row
 
     def __next__(self) -> Any:
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
             return row
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         try:
             row = rows[number]
@@ -766,26 +809,26 @@ class PerThreadStoreResultMixIn(PerThreadResultsMixIn):
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch up to size rows from the cursor. Result set may be smaller
         than size. If size is not defined, cursor.arraysize is used."""
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None or number is None:
             return super().fetchmany(size)  # type: ignore[misc]
-        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
+        end = number + (size or self.arraysize)
         result = rows[number:end]
         self._pt_rownumber = end if end < count else count
         return result
 
     def fetchall(self) -> Any:
         """Fetches all available rows from the cursor."""
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
         count = 0 if rows is None else len(rows)
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None:
             return super().fetchall()  # type: ignore[misc]
@@ -811,19 +854,19 @@ class PerThreadUseResultMixIn(PerThreadResultsMixIn):
     def fetchone(self) -> Any:
         """Fetches a single row from the cursor."""
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
-            return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
-        if not self._executed:  # type: ignore[attr-defined]
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
+        if not self._executed:
             raise ProgrammingError("execute() first")
-        result = self._result  # type: ignore[attr-defined]
+        result = self._result
         if not result:
-            return self._no_more_rows()  # type: ignore[attr-defined]
+            return self._no_more_rows()
         try:
-            rows = result.fetch_row(1, self._fetch_type)  # type: ignore[attr-defined]
+            rows = result.fetch_row(1, self._fetch_type)
         except _mc.MySQLError:
-            self._unpin()  # type: ignore[attr-defined]
+            self._unpin()
             raise
         if not rows:
-            return self._no_more_rows()  # type: ignore[attr-defined]
+            return self._no_more_rows()
         self._pt_rownumber = self._pt_rownumber + 1
         return rows[0]
 
@@ -880,7 +923,7 @@ def guarded_class(cls: type, per_thread_results: bool = False) -> type:
     if per_thread_results:
         if issubclass(cls, PerThreadResultsMixIn):
             return cls
-        guarded = guarded_class(cls)
+        guarded = guarded_class(cls)  # type: ignore[arg-type]  # a class is Hashable
         if issubclass(cls, _mc.CursorStoreResultMixIn):
             mixin: type = PerThreadStoreResultMixIn
         elif issubclass(cls, _mc.CursorUseResultMixIn):
@@ -903,7 +946,7 @@ def guarded_class(cls: type, per_thread_results: bool = False) -> type:
     if not issubclass(cls, _mc.BaseCursor):
         raise TypeError(f"{cls!r} is not a MySQLdb cursor class")
     if issubclass(cls, _mc.CursorUseResultMixIn):
-        mixin: type = GuardedUseResultMixIn
+        mixin = GuardedUseResultMixIn
         plain: type = _mc.CursorUseResultMixIn
     elif issubclass(cls, _mc.CursorStoreResultMixIn):
         mixin, plain = GuardedStoreResultMixIn, _mc.CursorStoreResultMixIn

@@ -17,7 +17,7 @@ import os
 import struct
 import time
 import weakref
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pymysql.connections as _pm_connections
 import pymysql.cursors as _pc
@@ -30,7 +30,10 @@ from ...core.settings import settings
 from ...core.sites import add_library_dir, caller_site
 from . import cursors, errors
 
-_Base = _pm_connections.Connection
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+_Base: TypeAlias = _pm_connections.Connection
 # PyMySQL's own frames are not the application's: a call's site is found past them.
 add_library_dir(os.path.dirname(_pm_connections.__file__))
 
@@ -83,7 +86,7 @@ def _decoded(value: Any) -> Any:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-class Connection(_Base):  # type: ignore[misc]
+class Connection(_Base):
     """A PyMySQL connection whose every server call goes through guarddb's guard.
 
     Takes PyMySQL's connect arguments, plus ``guard=`` (``"exclusive"``, the
@@ -103,6 +106,8 @@ class Connection(_Base):  # type: ignore[misc]
 
     __module__ = "guarddb.pymysql.connections"  # its public path (pickles, reprs)
     _guard: ConnectionGuard
+    cursorclass: type[Any]
+    _sock: Any
     #: True while PyMySQL's own set-up runs in connect() (its cursors are PyMySQL's).
     _connecting = False
     #: cooperative=True: each new session's socket is made gevent's (_cooperate).
@@ -565,7 +570,7 @@ class Connection(_Base):  # type: ignore[misc]
         return self._guard.stats()
 
 
-Connection.query = _guarded("query", sends_sql=True)  # type: ignore[method-assign]
+Connection.query = _guarded("query", sends_sql=True)
 for _name in _SERVER_CALLS:
     setattr(Connection, _name, _guarded(_name))
 del _name

@@ -77,12 +77,32 @@ class GuardedCursorMixIn:
         super().__init_subclass__(**kwargs)
         cls._guard_direct = getattr(cls, "_query", None) is GuardedCursorMixIn._query
 
+    # For type checkers, what the PyMySQL cursor class this is mixed into has, and the
+    # mixins' own that go with it: annotations only (nothing at run time).
+    connection: Any
+    description: Any
+    rowcount: Any
+    rownumber: Any
+    lastrowid: Any
+    warning_count: Any
+    arraysize: int
+    _rows: Any
+    _result: Any
+    _executed: Any
+    mogrify: Callable[[Any, Any], Any]
+    _mogrify: Callable[[Any, Any], Any]
+    read_next: Callable[[], Any]
+    _get_db: Callable[[], Any]
+    _clear_result: Callable[[], None]
+    _do_get_result: Callable[[], None]
+    _guard_states: dict[int, dict[str, Any]]  # PerThreadResultsMixIn's (mutex mode)
+
     def execute(self, query: Any, args: Any = None) -> Any:
         # The hottest call there is: _guard_statement() and PyMySQL's execute()
         # written out, one frame and no super() (bench/callgrind_roundtrip.py).
         # A class with an execute() or nextset() of its own gets
         # _execute_through() instead (guarded_class).
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         try:
             guard = db._guard
         except AttributeError:
@@ -109,7 +129,7 @@ class GuardedCursorMixIn:
             # A part of this thread's statement (executemany's generated batches):
             # the statement's own template was classified; its parts are not texts
             # to scan (each batch is new, and long) or to cache.
-            kinds = _READ
+            kinds: transactions.Kinds | None = _READ
         else:
             try:
                 kinds = _KINDS[query]  # what it does to the transaction, by its text
@@ -136,13 +156,13 @@ class GuardedCursorMixIn:
             if self._guard_direct:
                 # _query() below, inline (a frame less: 143.3k -> see the README's
                 # cost table; plain PyMySQL 141.8k).  Change both together.
-                self.rownumber = 0  # type: ignore[attr-defined]
+                self.rownumber = 0
                 self._result = None
-                self.rowcount = 0  # type: ignore[attr-defined]
-                self.warning_count = 0  # type: ignore[attr-defined]
-                self.description = None  # type: ignore[attr-defined]
-                self.lastrowid = None  # type: ignore[attr-defined]
-                self._rows = None  # type: ignore[attr-defined]
+                self.rowcount = 0
+                self.warning_count = 0
+                self.description = None
+                self.lastrowid = None
+                self._rows = None
                 try:
                     db._pymysql_query(query, self._guard_unbuffered)  # PyMySQL's own
                 except AttributeError:
@@ -152,11 +172,11 @@ class GuardedCursorMixIn:
                 # (PyMySQL looks at self.connection again: nothing in between can
                 # close the cursor, while this thread holds the guard.)
                 self._result = result = db._result
-                self.rowcount = rows = result.affected_rows  # type: ignore[attr-defined]
-                self.warning_count = result.warning_count  # type: ignore[attr-defined]
-                self.description = result.description  # type: ignore[attr-defined]
-                self.lastrowid = result.insert_id  # type: ignore[attr-defined]
-                self._rows = result.rows  # type: ignore[attr-defined]
+                self.rowcount = rows = result.affected_rows
+                self.warning_count = result.warning_count
+                self.description = result.description
+                self.lastrowid = result.insert_id
+                self._rows = result.rows
             else:
                 rows = self._query(query)
             self._executed = query
@@ -166,7 +186,7 @@ class GuardedCursorMixIn:
         finally:
             guard.inside = outer
             if self._guard_pins_results:
-                self._guard_settle(guard, db)  # type: ignore[attr-defined]
+                self._guard_settle(guard, db)
             if guard.holds_transactions:
                 guard.hold_transaction(db)
             if flags >= 0 and _c_leave(guard.slot):
@@ -174,7 +194,7 @@ class GuardedCursorMixIn:
 
     def _guard_statement(self, method: Callable[..., Any], *args: Any) -> Any:
         """Run a statement method of PyMySQL's inside the connection's guard (see execute)."""
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is None:
             return method(*args)  # a closed cursor: PyMySQL raises its own error
         guard = getattr(db, "_guard", UNGUARDED)
@@ -215,7 +235,7 @@ class GuardedCursorMixIn:
         # there is no further result to read, PyMySQL's _nextset() returns None
         # without a word to the server, and so does this, for the thread whose
         # result it is, without the guard (once per statement).
-        result, db = self._result, self.connection  # type: ignore[attr-defined]
+        result, db = self._result, self.connection
         if (
             get_ident() == self._guard_tid
             and self._guard_epoch == _guard.epoch
@@ -227,7 +247,7 @@ class GuardedCursorMixIn:
 
     def _guard_nextset(self) -> Any:
         """nextset() in full: a statement (it reads the next result from the server)."""
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is not None and getattr(db, "_guard", UNGUARDED).inside == get_ident():
             return super().nextset()  # type: ignore[misc]  # inside this thread's statement
         return self._guard_statement(super().nextset)  # type: ignore[misc]
@@ -243,47 +263,47 @@ class GuardedCursorMixIn:
     # with its own of those gets _guard_query_calling() instead (guarded_class).
 
     def _query(self, q: Any) -> Any:
-        conn = self.connection  # type: ignore[attr-defined]
+        conn = self.connection
         if not conn:
             raise ProgrammingError("Cursor closed")
-        self.rownumber = 0  # type: ignore[attr-defined]
-        self._result = None  # type: ignore[attr-defined]
+        self.rownumber = 0
+        self._result = None
 
-        self.rowcount = 0  # type: ignore[attr-defined]
-        self.warning_count = 0  # type: ignore[attr-defined]
-        self.description = None  # type: ignore[attr-defined]
-        self.lastrowid = None  # type: ignore[attr-defined]
-        self._rows = None  # type: ignore[attr-defined]
+        self.rowcount = 0
+        self.warning_count = 0
+        self.description = None
+        self.lastrowid = None
+        self._rows = None
         try:
             conn._pymysql_query(q, self._guard_unbuffered)  # PyMySQL's own, past the guard
         except AttributeError:
             if hasattr(conn, "_pymysql_query"):
                 raise  # from inside query()
             conn.query(q, self._guard_unbuffered)  # a plain PyMySQL connection
-        conn = self.connection  # type: ignore[attr-defined]
+        conn = self.connection
         if not conn:
             raise ProgrammingError("Cursor closed")
         self._result = result = conn._result
 
-        self.rowcount = result.affected_rows  # type: ignore[attr-defined]
-        self.warning_count = result.warning_count  # type: ignore[attr-defined]
-        self.description = result.description  # type: ignore[attr-defined]
-        self.lastrowid = result.insert_id  # type: ignore[attr-defined]
-        self._rows = result.rows  # type: ignore[attr-defined]
-        return self.rowcount  # type: ignore[attr-defined]
+        self.rowcount = result.affected_rows
+        self.warning_count = result.warning_count
+        self.description = result.description
+        self.lastrowid = result.insert_id
+        self._rows = result.rows
+        return self.rowcount
 
     def _guard_query_calling(self, q: Any) -> Any:
         """_query() for a class with its own _get_db(), _clear_result() or _do_get_result()."""
-        conn = self._get_db()  # type: ignore[attr-defined]
-        self._clear_result()  # type: ignore[attr-defined]
+        conn = self._get_db()
+        self._clear_result()
         try:
             conn._pymysql_query(q, self._guard_unbuffered)
         except AttributeError:
             if hasattr(conn, "_pymysql_query"):
                 raise
             conn.query(q, self._guard_unbuffered)
-        self._do_get_result()  # type: ignore[attr-defined]
-        return self.rowcount  # type: ignore[attr-defined]
+        self._do_get_result()
+        return self.rowcount
 
     def _guard_swap_state(self, me: int) -> None:
         """mutex mode: put the last thread's result aside and bring back this thread's.
@@ -291,7 +311,7 @@ class GuardedCursorMixIn:
         Runs inside the guard.  ``_guard_tid`` changes first, so a fetch by the
         thread whose state goes aside takes the slow path and waits.
         """
-        states = self._guard_states  # type: ignore[attr-defined]
+        states = self._guard_states
         previous, self._guard_tid = self._guard_tid, me
         for ended in [tid for tid in states if not identity.alive(tid)]:
             del states[ended]  # results of threads that ended without coming back
@@ -312,7 +332,7 @@ class GuardedCursorMixIn:
         inside it, another cursor's unread rows) and this cursor holds nothing
         on the server, it is closed on the client side only.
         """
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is None:
             return
         guard = getattr(db, "_guard", UNGUARDED)
@@ -345,7 +365,7 @@ class GuardedCursorMixIn:
 
     def _guard_close_locally(self, guard: Any) -> None:
         """Close without a word to the server (as PyMySQL's close, its rows stay readable)."""
-        result = self._result  # type: ignore[has-type]
+        result = self._result
         if (
             result is not None
             and result.unbuffered_active
@@ -366,15 +386,15 @@ class GuardedCursorMixIn:
         fetch overlaps that statement and is refused; in mutex mode it waits
         its turn and reads its own thread's result.
         """
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         guard = getattr(db, "_guard", UNGUARDED) if db is not None else self._guard_closed
         if guard is None or guard.mode == "off":
             self._guard_tid = get_ident()
             return fetch(*args)
-        if self._guard_epoch != _guard.epoch and self._executed:  # type: ignore[attr-defined]
+        if self._guard_epoch != _guard.epoch and self._executed:
             raise guard.violation(guard.forked_error())
         if not guard.per_thread_results:
-            if not self._executed:  # type: ignore[attr-defined]
+            if not self._executed:
                 return fetch(*args)  # never executed: PyMySQL's own error
             raise guard.foreign_rows(self._guard_tid)
         if db is None or guard.slot is None:
@@ -406,10 +426,10 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
 
     def fetchone(self) -> Any:
         """Fetch the next row."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None or number >= len(rows):
             return None
@@ -417,13 +437,13 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
         return rows[number]
 
     def __next__(self) -> Any:
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
             return row
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None or number >= len(rows):
             raise StopIteration
@@ -432,25 +452,25 @@ class GuardedBufferedMixIn(GuardedCursorMixIn):
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch several rows."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None:
             # Django expects () for EOF.
             return ()
-        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
+        end = number + (size or self.arraysize)
         result = rows[number:end]
         self.rownumber = min(end, len(rows))
         return result
 
     def fetchall(self) -> Any:
         """Fetch all the rows."""
-        rows, number = self._rows, self.rownumber  # type: ignore[attr-defined]
+        rows, number = self._rows, self.rownumber
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None:
             return []
@@ -483,7 +503,7 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
 
     def _guard_settle(self, guard: Any, db: Any) -> None:
         """Still inside the statement's guard: unread rows keep it held, read-out ones not."""
-        result = self._result  # type: ignore[attr-defined]
+        result = self._result
         if result is not None and result.unbuffered_active and db._sock is not None:
             if guard.pending is None and guard.mode != "off":
                 guard.pin_result(self, result._finish_unbuffered_query)
@@ -492,13 +512,13 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
 
     def _guard_settle_read(self) -> None:
         """After a fetch: rows read out (or the result or connection broken) let go."""
-        db = self.connection  # type: ignore[attr-defined]
+        db = self.connection
         if db is None:
             return
         guard = getattr(db, "_guard", UNGUARDED)
         pending = guard.pending
         if pending is not None and pending() is self:
-            result = self._result  # type: ignore[attr-defined]
+            result = self._result
             if result is None or not result.unbuffered_active or db._sock is None:
                 guard.unpin_result()
 
@@ -507,18 +527,18 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
         # PyMySQL's own, with the check in front: it runs once per row.
         if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
             return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         try:
-            row = self.read_next()  # type: ignore[attr-defined]
+            row = self.read_next()
         except BaseException:
             self._guard_settle_read()  # an error packet ends the result; a lost one, the session
             raise
         if row is None:
-            self.warning_count = self._result.warning_count  # type: ignore[attr-defined]
+            self.warning_count = self._result.warning_count
             self._guard_settle_read()
             return None
-        self.rownumber += 1  # type: ignore[attr-defined]
+        self.rownumber += 1
         return row
 
     def fetchall(self) -> Any:
@@ -550,7 +570,7 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
         # runs.  The rows this cursor holds the connection for are drained (the
         # slot is held for them: nobody else is inside); nothing else is read.
         try:
-            db = self.connection  # type: ignore[attr-defined]
+            db = self.connection
             if db is None:
                 return
             guard = getattr(db, "_guard", None)
@@ -560,7 +580,7 @@ class GuardedUnbufferedMixIn(GuardedCursorMixIn):
             if guard.slot is None or guard.detached():
                 self._guard_close_locally(guard)
                 return
-            result = self._result  # type: ignore[attr-defined]
+            result = self._result
             pending = guard.pending
             if pending is not None and pending() is self:
                 try:
@@ -644,6 +664,26 @@ class PerThreadResultsMixIn:
     # Python call between the check and the store).
     __slots__ = tuple(f"_pt_{name}" for name in _PER_THREAD_ATTRIBUTES)
 
+    # For type checkers, what the guarded PyMySQL cursor class this is mixed into has
+    # (GuardedCursorMixIn's and PyMySQL's): annotations only (nothing at run time).
+    connection: Any
+    arraysize: int
+    _rows: Any
+    _result: Any
+    _executed: Any
+    _guard_tid: int
+    _guard_epoch: int
+    _guard_unbuffered: bool
+    _guard_fetch_slow: Callable[..., Any]
+    _guard_settle_read: Callable[[], None]
+    read_next: Callable[[], Any]
+    _get_db: Callable[[], Any]
+    _pt_description: Any
+    _pt_rowcount: Any
+    _pt_lastrowid: Any
+    _pt_rownumber: Any
+    _pt_warning_count: Any
+
     def __init__(self, connection: Any) -> None:
         self._guard_states: dict[int, dict[str, Any]] = {}  # thread -> its result, put aside
         super().__init__(connection)  # type: ignore[call-arg]
@@ -670,7 +710,7 @@ class PerThreadResultsMixIn:
         self._rows = None
 
     def _do_get_result(self) -> None:
-        conn = self._get_db()  # type: ignore[attr-defined]
+        conn = self._get_db()
 
         self._result = result = conn._result
 
@@ -682,7 +722,7 @@ class PerThreadResultsMixIn:
 
     def _query(self, q: Any) -> Any:
         # GuardedCursorMixIn._query, over the slots.
-        conn = self.connection  # type: ignore[attr-defined]
+        conn = self.connection
         if not conn:
             raise ProgrammingError("Cursor closed")
         self._pt_rownumber = 0
@@ -694,12 +734,12 @@ class PerThreadResultsMixIn:
         self._pt_lastrowid = None
         self._rows = None
         try:
-            conn._pymysql_query(q, self._guard_unbuffered)  # type: ignore[attr-defined]
+            conn._pymysql_query(q, self._guard_unbuffered)
         except AttributeError:
             if hasattr(conn, "_pymysql_query"):
                 raise
-            conn.query(q, self._guard_unbuffered)  # type: ignore[attr-defined]
-        conn = self.connection  # type: ignore[attr-defined]
+            conn.query(q, self._guard_unbuffered)
+        conn = self.connection
         if not conn:
             raise ProgrammingError("Cursor closed")
         self._result = result = conn._result
@@ -725,10 +765,10 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
 
     def fetchone(self) -> Any:
         """Fetch the next row."""
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
-            return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None or number >= len(rows):
             return None
@@ -736,13 +776,13 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
         return rows[number]
 
     def __next__(self) -> Any:
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
-            row = self._guard_fetch_slow(self.fetchone)  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            row = self._guard_fetch_slow(self.fetchone)
             if row is None:
                 raise StopIteration
             return row
-        if not self._executed:  # type: ignore[attr-defined]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None or number >= len(rows):
             raise StopIteration
@@ -751,24 +791,24 @@ class PerThreadBufferedMixIn(PerThreadResultsMixIn):
 
     def fetchmany(self, size: int | None = None) -> Any:
         """Fetch several rows."""
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
-            return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[attr-defined,misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchmany, size)  # type: ignore[misc]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None:
             return ()
-        end = number + (size or self.arraysize)  # type: ignore[attr-defined]
+        end = number + (size or self.arraysize)
         result = rows[number:end]
         self._pt_rownumber = min(end, len(rows))
         return result
 
     def fetchall(self) -> Any:
         """Fetch all the rows."""
-        rows, number = self._rows, self._pt_rownumber  # type: ignore[attr-defined]
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
-            return self._guard_fetch_slow(super().fetchall)  # type: ignore[attr-defined,misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        rows, number = self._rows, self._pt_rownumber
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchall)  # type: ignore[misc]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         if rows is None:
             return []
@@ -792,18 +832,18 @@ class PerThreadUnbufferedMixIn(PerThreadResultsMixIn):
 
     def fetchone(self) -> Any:
         """Fetch next row."""
-        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:  # type: ignore[attr-defined]
-            return self._guard_fetch_slow(super().fetchone)  # type: ignore[attr-defined,misc]
-        if not self._executed:  # type: ignore[attr-defined]
+        if get_ident() != self._guard_tid or self._guard_epoch != _guard.epoch:
+            return self._guard_fetch_slow(super().fetchone)  # type: ignore[misc]
+        if not self._executed:
             raise ProgrammingError("execute() first")
         try:
-            row = self.read_next()  # type: ignore[attr-defined]
+            row = self.read_next()
         except BaseException:
-            self._guard_settle_read()  # type: ignore[attr-defined]
+            self._guard_settle_read()
             raise
         if row is None:
-            self._pt_warning_count = self._result.warning_count  # type: ignore[attr-defined]
-            self._guard_settle_read()  # type: ignore[attr-defined]
+            self._pt_warning_count = self._result.warning_count
+            self._guard_settle_read()
             return None
         self._pt_rownumber += 1
         return row
@@ -833,7 +873,7 @@ def _checked(method: Any, settles: bool) -> Any:
             self._guard_settle_read()
 
     # Messages name the call ("fetchone()"), not the wrapper.
-    checked.__code__ = checked.__code__.replace(co_name=method.__name__)
+    checked.__code__ = checked.__code__.replace(co_name=method.__name__)  # type: ignore[attr-defined]
     return checked
 
 
@@ -846,7 +886,7 @@ def _execute_through(own_execute: Callable[..., Any]) -> Callable[..., Any]:
     return execute
 
 
-def guarded_class(cls: type, per_thread_results: bool = False) -> type:
+def guarded_class(cls: type[Any], per_thread_results: bool = False) -> type:
     """The guarded version of a PyMySQL cursor class (itself if it is guarded already).
 
     The guard goes first in the bases.  PyMySQL's four classes give guarddb's
@@ -856,15 +896,15 @@ def guarded_class(cls: type, per_thread_results: bool = False) -> type:
     checked before it runs.  ``per_thread_results`` (mutex mode) adds
     :class:`PerThreadResultsMixIn` in front.
     """
-    return _guarded_class(cls, bool(per_thread_results))
+    return _guarded_class(cls, bool(per_thread_results))  # type: ignore[arg-type]
 
 
 @functools.cache
-def _guarded_class(cls: type, per_thread_results: bool) -> type:
+def _guarded_class(cls: type[Any], per_thread_results: bool) -> type:
     if per_thread_results:
         if issubclass(cls, PerThreadResultsMixIn):
             return cls
-        guarded = _guarded_class(cls, False)
+        guarded = _guarded_class(cls, False)  # type: ignore[arg-type]
         mixin: type = (
             PerThreadUnbufferedMixIn if issubclass(cls, _pc.SSCursor) else PerThreadBufferedMixIn
         )

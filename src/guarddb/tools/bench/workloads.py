@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -189,7 +189,7 @@ def _row(i: int) -> tuple[int, str, float]:
 # closed.
 
 
-def _roundtrip(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
+def _roundtrip(side: Side, sizes: Sizes, tables: Tables) -> Generator[int, None, None]:
     cursor = side.cursor()
     try:
         while True:
@@ -202,7 +202,7 @@ def _roundtrip(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
         cursor.close()
 
 
-def _fetchone(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
+def _fetchone(side: Side, sizes: Sizes, tables: Tables) -> Generator[int, None, None]:
     cursor = side.cursor()
     try:
         cursor.execute(tables.select)
@@ -216,7 +216,7 @@ def _fetchone(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
         cursor.close()
 
 
-def _iterate(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
+def _iterate(side: Side, sizes: Sizes, tables: Tables) -> Generator[int, None, None]:
     cursor = side.cursor()
     try:
         cursor.execute(tables.select)
@@ -230,7 +230,7 @@ def _iterate(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
         cursor.close()
 
 
-def _fetchall(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
+def _fetchall(side: Side, sizes: Sizes, tables: Tables) -> Generator[int, None, None]:
     cursor = side.cursor()
     try:
         while True:
@@ -246,7 +246,7 @@ def _fetchall(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
         cursor.close()
 
 
-def _ss_iterate(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
+def _ss_iterate(side: Side, sizes: Sizes, tables: Tables) -> Generator[int, None, None]:
     while True:
         cursor = side.ss_cursor()
         try:
@@ -260,7 +260,7 @@ def _ss_iterate(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
         yield elapsed
 
 
-def _executemany(side: Side, sizes: Sizes, tables: Tables) -> Iterator[int]:
+def _executemany(side: Side, sizes: Sizes, tables: Tables) -> Generator[int, None, None]:
     data = [_row(i) for i in range(sizes.many)]
     cursor = side.cursor()
     try:
@@ -281,7 +281,7 @@ class Workload:
     title: str
     short: str  # for the chart
     unit: str  # what "per op" means, for the plain time shown
-    run: Callable[[Side, Sizes, Tables], Iterator[int]]
+    run: Callable[[Side, Sizes, Tables], Generator[int, None, None]]
     ops: Callable[[Sizes], int]  # ops in one chunk
     scale: float  # seconds per op -> shown unit
 

@@ -40,7 +40,7 @@ if CONFIG["driver"] == "guarddb":
 
     _keywords: dict[str, Any] = dict(CONFIG["options"])
 else:
-    import MySQLdb
+    import MySQLdb  # type: ignore[no-redef]
 
     _keywords = {}
 
@@ -80,12 +80,12 @@ PARENT = {"pid": os.getpid(), "connection_id": _connection_id(conn)}
 write_json("parent.json", PARENT)
 
 
-@signals.worker_ready.connect
+@signals.worker_ready.connect  # type: ignore[untyped-decorator]  # Celery has no types
 def _report_ready(**_: Any) -> None:
     write_json("ready.json", {"pid": os.getpid()})
 
 
-@signals.worker_shutdown.connect
+@signals.worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _check_parent_session(**_: Any) -> None:
     """In the main process, at shutdown: is the module's connection still the same session?"""
     if os.getpid() != PARENT["pid"]:
@@ -121,7 +121,7 @@ def _rendezvous(tag: str, processes: int = 2, timeout: float = 5.0) -> None:
         time.sleep(0.005)  # polling files other processes write; there is nothing to wait on
 
 
-@app.task(name=TASK_NAME)
+@app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
 def record(tag: str, rounds: int) -> dict[str, Any]:
     """Insert a row naming this task, echo ``rounds`` values, and read the row back."""
     _rendezvous(tag)

@@ -49,7 +49,7 @@ def fork_shared(db: Any, connect_args: dict[str, Any], rec: Recorder) -> None:
         process = context.Process(target=child, args=(number, writer), daemon=True)
         process.start()
         writer.close()
-        rec.children.append(process.pid)
+        rec.children.append(process.pid)  # type: ignore[arg-type]  # started: it has one
         readers[reader] = worker
         processes[worker] = process
     rec.add("parent")
@@ -59,7 +59,7 @@ def fork_shared(db: Any, connect_args: dict[str, Any], rec: Recorder) -> None:
     parent.start()
     go.set()
     while readers:
-        for reader in multiprocessing.connection.wait(list(readers)):
+        for reader in multiprocessing.connection.wait(list(readers)):  # type: ignore[assignment]
             try:
                 event = reader.recv()
             except (EOFError, OSError):
