@@ -145,7 +145,7 @@ def test_the_json_has_every_number(quick_run):
     assert contention["threads"] == 8
     assert contention["guarddb_calls_per_s"] > 0
     assert contention["plain_lock_calls_per_s"] > 0
-    assert contention["target"] == 1.0
+    assert contention["target"] == 1.1
 
     entry = report["pymysql"]
     if importlib.util.find_spec("pymysql") is None:

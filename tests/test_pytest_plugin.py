@@ -78,7 +78,7 @@ def test_squares():
 
 
 def test_driver():
-    assert MySQLdb.__name__ == os.environ["EXPECTED_DRIVER"]
+    assert MySQLdb.Connection.__module__.split(".")[0] == os.environ["EXPECTED_DRIVER"]
 """
 
 
@@ -407,7 +407,7 @@ def test_with_the_plugin_off_only_the_marker_and_the_fixture_watch(suite):
 
 
         def test_nothing_installed():
-            assert MySQLdb.__name__ == "MySQLdb"
+            assert MySQLdb.Connection.__module__.split(".")[0] == "MySQLdb"
             assert guarddb.default_mode() == "exclusive"
 
 
