@@ -190,6 +190,23 @@ def test_pooled_db_across_threads(pools, violations, mode, helper):
         assert orphans_now(report["sessions"]) == set()
 
 
+def test_pooled_db_strict_without_the_helper_replaces_sessions(pools, violations):
+    """DBUtils' own PooledDB in strict mode: the rows are right, but every hand-over's
+    checkout ping is refused and SteadyDB opens a new session in its place."""
+    pool = pools(PlainPooledDB, maxcached=2, maxconnections=2, blocking=True, guard="strict")
+    report = hammer(pool, threads=6, checkouts=20)
+    assert (report["hung"], report["errors"], report["wrong"]) == (0, [], 0)
+    refused = refusals(violations)
+    assert refused and set(kinds(refused)) == {"ThreadOwnershipError"}
+    assert all("called ping()" in violation.message for violation in refused)
+    # A new session for each refused ping (beside the pool's first one or two).
+    assert len(report["sessions"]) - len(refused) in (1, 2)
+    print(
+        f"6 threads x 20 checkouts, 2 connections: {len(report['sessions'])} sessions, "
+        f"{len(refused)} violations"
+    )
+
+
 def test_pooled_db_on_pymysql_strict_with_the_helper(pools, violations):
     face = pytest.importorskip("guarddb.pymysql", reason="PyMySQL is not installed")
     pool = pools(
