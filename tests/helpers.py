@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import select
@@ -210,3 +211,26 @@ def hiding_driver(directory: str | os.PathLike[str], module: str) -> str:
     with open(os.path.join(path, "sitecustomize.py"), "w") as file:
         file.write(_HIDE_DRIVER.format(module=module))
     return path
+
+
+def pytest11_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The pytest plugins installed distributions register (the ``pytest11`` group)."""
+    found = importlib.metadata.entry_points()
+    if hasattr(found, "select"):
+        return list(found.select(group="pytest11"))
+    return list(found.get("pytest11", ()))  # Python 3.9
+
+
+def _entry_point_registered() -> bool:
+    """Whether an installed distribution registers guarddb's plugin with pytest."""
+    return any(
+        entry.name == "guarddb" and entry.value == "guarddb.tools.pytest_plugin"
+        for entry in pytest11_entry_points()
+    )
+
+
+#: What an inner pytest run needs to load guarddb's plugin: nothing when guarddb is
+#: installed (pytest loads it by itself; ``-p`` would load it twice), else ``-p``.
+PLUGIN_ARGS: tuple[str, ...] = (
+    () if _entry_point_registered() else ("-p", "guarddb.tools.pytest_plugin")
+)

@@ -154,17 +154,23 @@ def django_env(
 
 
 def run_project(
-    args: list[str], env: dict[str, str], timeout: float = 60
+    args: list[str], env: dict[str, str], timeout: float = 60, cwd: str = PROJECT
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python ARGS`` in the project directory with this environment and a time limit.
+    """Run ``python ARGS`` in the project directory (or ``cwd``) with this environment and a
+    time limit.
 
     In a process group of its own: on timeout the whole group is killed, forked children too.
     """
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GUARDDB_")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GUARDDB_")
+        and k not in ("PYTEST_ADDOPTS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    }
     command = [sys.executable, *args]
     process = subprocess.Popen(
         command,
-        cwd=PROJECT,
+        cwd=cwd,
         env={**clean, **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -555,3 +561,172 @@ def test_djangos_parallel_test_runner(connect_args, tmp_path, route, driver):
         # mysqlclient's "Server has gone away", PyMySQL's "MySQL server has gone away
         # (BrokenPipeError(32, 'Broken pipe'))"; 2013 if the runner's query gets out first).
         assert re.match(r"OperationalError: \((2006|2013),", str(runner["after"])), runner
+
+
+# -- pytest-django under pytest --guarddb=strict ---------------------------------------------
+
+#: A Django project's test module, as a project would write it for pytest-django: Django's
+#: TestCase and TransactionTestCase, the ``db`` marker, a ``live_server`` test whose view
+#: queries the database, and a test with a genuine sharing bug whose error is swallowed.
+PYTEST_DJANGO_TESTS = '''
+"""The project's tests under pytest-django (run by tests/test_django.py)."""
+import json
+import os
+import threading
+import time
+import urllib.request
+
+import pytest
+from django.db import DatabaseError, connection
+from django.test import TestCase, TransactionTestCase
+
+from notes.models import Note
+
+
+def note(tag):
+    return Note.objects.create(tag=tag, pid=os.getpid(), connection_id=0)
+
+
+def server_sessions():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT ID FROM information_schema.PROCESSLIST")
+        return {row[0] for row in cursor.fetchall()}
+
+
+class NoteTests(TestCase):
+    def test_create_and_read(self):
+        note("a")
+        self.assertEqual(list(Note.objects.values_list("tag", flat=True)), ["a"])
+
+
+class CommittedNoteTests(TransactionTestCase):
+    def test_commit_and_count(self):
+        note("b")
+        self.assertEqual(Note.objects.filter(tag="b").count(), 1)
+
+
+@pytest.mark.django_db
+def test_db_marker():
+    note("c")
+    assert Note.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_live_server_view_queries_the_database(live_server):
+    note("seen-by-the-server")  # committed: the server's thread has a session of its own
+    with urllib.request.urlopen(live_server.url + "/notes/", timeout=30) as response:
+        served = json.load(response)
+    assert served["tags"] == ["seen-by-the-server"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        (mine,) = cursor.fetchone()
+    assert served["session"] != mine
+    assert served["thread"] != threading.current_thread().name
+    assert str(served["guard_mode"]) == os.environ["EXPECTED_MODE"]
+    # Django closes the request thread's connection as the request ends (the server
+    # ends the session a moment after its COM_QUIT: a deadline, not an event).
+    deadline = time.monotonic() + 10
+    while served["session"] in server_sessions():
+        assert time.monotonic() < deadline, "the request thread's session stayed open"
+        time.sleep(0.01)
+    print("SERVED", json.dumps(served))
+
+
+@pytest.mark.django_db
+def test_sharing_bug_swallowed():
+    """A cursor of the test's thread used by a worker thread, its error swallowed."""
+    note("d")
+    counts = []
+    with connection.cursor() as cursor:
+
+        def count():
+            try:
+                cursor.execute("SELECT COUNT(*) FROM notes_note")
+                counts.append(cursor.fetchone()[0])
+            except DatabaseError:
+                counts.append(None)  # degrade gracefully: the error never reaches the test
+
+        worker = threading.Thread(target=count, name="report-worker")
+        worker.start()
+        worker.join(30)
+    assert counts in ([1], [None])
+'''
+
+#: The tests' outcomes in pytest's short summary (``-rA``).
+_OUTCOME = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED) \S*test_project\.py::(\S+)", re.M)
+
+
+def run_pytest_django(
+    tmp_path: Any, connect_args: dict[str, Any], route: Route, *options: str, mode: str
+) -> tuple[dict[str, str], str]:
+    """pytest (with pytest-django and guarddb's plugin) on PYTEST_DJANGO_TESTS, on a test
+    database of its own that pytest-django creates and destroys; (outcome per test, output)."""
+    from .helpers import PLUGIN_ARGS
+
+    suite = tmp_path / "suite"
+    suite.mkdir(parents=True)
+    (suite / "test_project.py").write_text(PYTEST_DJANGO_TESTS)
+    (suite / "pytest.ini").write_text("[pytest]\nDJANGO_SETTINGS_MODULE = guarddb_site.settings\n")
+    name = unique_name("gdpd")
+    # The plain driver in the settings: guarddb only as the plugin installs it.
+    env = django_env(connect_args, name, driver="plain", route=route.name)
+    del env["DJANGO_SETTINGS_MODULE"]  # from pytest.ini, as a project has it
+    env["EXPECTED_MODE"] = mode
+    args = ["-m", "pytest", *PLUGIN_ARGS, "-p", "no:cacheprovider", "-rA", "-s", *options]
+    try:
+        done = run_project(args, env, 120, cwd=str(suite))
+    finally:
+        with _plain_cursor(connect_args) as cursor:
+            cursor.execute("SHOW DATABASES LIKE %s", (f"test_{name}",))
+            left = cursor.fetchall()
+            cursor.execute(f"DROP DATABASE IF EXISTS test_{name}")
+    output = done.stdout + done.stderr
+    assert left == (), f"pytest-django left its test database:\n{output}"
+    return {test: outcome for outcome, test in _OUTCOME.findall(done.stdout)}, output
+
+
+PYTEST_DJANGO_TEST_NAMES = [
+    "NoteTests::test_create_and_read",
+    "CommittedNoteTests::test_commit_and_count",
+    "test_db_marker",
+    "test_live_server_view_queries_the_database",
+    "test_sharing_bug_swallowed",
+]
+
+
+def test_pytest_django_suite_under_pytest_guarddb_strict(connect_args, route, tmp_path):
+    """pytest-django needs nothing of guarddb: the plugin installs guarddb (tryfirst) before
+    pytest-django loads the settings and Django's backend imports the driver; every test
+    runs in the main thread on one connection, the live server's request threads each open
+    their own, owned by them and closed by Django at the request's end (on MySQL Django
+    shares no connection with the server thread; it does for in-memory SQLite only)."""
+    pytest.importorskip("pytest_django", reason="pip install 'pytest-django>=4.9'")
+    if route.name == "mysqlclient":
+        # Without --guarddb every test passes, the sharing bug's included: only the plugin
+        # fails it.  (Not on PyMySQL's route: PyMySQL's own install_as_MySQLdb() leaves
+        # `MySQLdb.converters` to whatever mysqlclient module is imported already, and the
+        # plugin, loaded but off, has imported mysqlclient with the guarddb package: Django
+        # then escapes with mysqlclient's converters, "Variable 'autocommit' can't be set
+        # to the value of '\x00'".  With --guarddb the plugin's pymysql is guarddb's,
+        # whose install_as_MySQLdb() installs PyMySQL's submodules too.)
+        plain, output = run_pytest_django(tmp_path / "plain", connect_args, route, mode="None")
+        assert plain == dict.fromkeys(PYTEST_DJANGO_TEST_NAMES, "PASSED"), output
+
+    strict, output = run_pytest_django(
+        tmp_path / "strict", connect_args, route, "--guarddb=strict", mode="strict"
+    )
+    assert strict == {
+        **dict.fromkeys(PYTEST_DJANGO_TEST_NAMES, "PASSED"),
+        "test_sharing_bug_swallowed": "FAILED",
+    }, output
+    assert (
+        "guarddb: installed as MySQLdb and pymysql, default mode strict (from --guarddb)" in output
+    )
+    assert "settings: guarddb_site.settings (from ini)" in output  # pytest-django's header
+    # The sharing bug, reported as for any test: the worker thread, the refused call.
+    assert "guarddb: 1 guard violation during this test, which would have passed" in output
+    assert "[1] ThreadOwnershipError, once, in thread report-worker" in output
+    assert "test_project.py::test_sharing_bug_swallowed (1)" in output
+    assert "outside any test" not in output  # nothing at set-up, teardown or in leftovers
+    served = json.loads(re.search(r"^.*SERVED (\{.*\})$", output, re.M).group(1))
+    assert served["thread"].startswith("Thread-")  # a request thread of the live server

@@ -123,7 +123,7 @@ def test_driver_layers_never_import_a_face_or_a_tool():
 def test_the_runtime_imports_no_tool():
     code = (
         "import sys, guarddb, guarddb.cursors, guarddb.connections, guarddb.mutex, "
-        "guarddb.contrib.sqlalchemy, guarddb.pymysql\n"
+        "guarddb.contrib.sqlalchemy, guarddb.contrib.dbutils, guarddb.pymysql\n"
         "print(sorted(m for m in sys.modules if m.startswith('guarddb.tools')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -19,7 +19,7 @@ import pytest
 import guarddb
 import guarddb.tools.pytest_plugin
 
-from .helpers import hiding_driver
+from .helpers import PLUGIN_ARGS, hiding_driver, pytest11_entry_points
 
 pytest_plugins = ["pytester"]
 
@@ -155,26 +155,6 @@ def test_driver():
     connection_class = pymysql.connections.Connection
     assert connection_class.__module__.split(".")[0] == os.environ["EXPECTED_DRIVER"]
 """
-
-
-def _entry_point_registered() -> bool:
-    """Whether an installed distribution registers guarddb's plugin with pytest."""
-    return any(
-        entry.name == "guarddb" and entry.value == "guarddb.tools.pytest_plugin"
-        for entry in _pytest11()
-    )
-
-
-def _pytest11() -> list[importlib.metadata.EntryPoint]:
-    found = importlib.metadata.entry_points()
-    if hasattr(found, "select"):
-        return list(found.select(group="pytest11"))
-    return list(found.get("pytest11", ()))  # Python 3.9
-
-
-#: Installed, pytest loads the plugin by itself; `-p guarddb.tools.pytest_plugin` would load it
-#: twice.
-PLUGIN_ARGS = () if _entry_point_registered() else ("-p", "guarddb.tools.pytest_plugin")
 
 
 class Suite:
@@ -609,7 +589,7 @@ def test_the_pytest11_entry_point_is_registered(pytester, monkeypatch):
             "guarddb is not installed as a distribution (PYTHONPATH=src): its pytest11 "
             "entry point exists only once it is installed (CI installs the wheel)"
         )
-    entries = [entry for entry in _pytest11() if entry.name == "guarddb"]
+    entries = [entry for entry in pytest11_entry_points() if entry.name == "guarddb"]
     assert [entry.value for entry in entries] == ["guarddb.tools.pytest_plugin"]
     assert entries[0].load() is guarddb.tools.pytest_plugin
     # And pytest loads it by itself: its option is there without -p.

@@ -49,6 +49,9 @@ USE_TZ = True
 INSTALLED_APPS = ["notes"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TEST_RUNNER = "guarddb_site.runner.SessionReportingRunner"
+# notes/views.py, for live-server tests (whose static files handler needs STATIC_URL).
+ROOT_URLCONF = "guarddb_site.urls"
+STATIC_URL = "/static/"
 
 DATABASES = {
     "default": {
