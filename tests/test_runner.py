@@ -55,7 +55,8 @@ def square(n):
 with ThreadPoolExecutor(max_workers=2, thread_name_prefix="square") as pool:
     results = list(pool.map(square, range(int(sys.argv[1]))))
 print(json.dumps({
-    "driver": MySQLdb.Connection.__module__.split(".")[0], "results": results, "pid": os.getpid(), "argv": sys.argv,
+    "driver": MySQLdb.Connection.__module__.split(".")[0], "results": results,
+    "pid": os.getpid(), "argv": sys.argv,
     "name": __name__, "file": __file__, "path0": sys.path[0],
 }))
 sys.exit(int(sys.argv[2]))
@@ -459,7 +460,8 @@ def test_a_module_runs_with_dash_m(program, tmp_path):
 
         import MySQLdb
 
-        print(json.dumps({"argv": sys.argv, "name": __name__, "driver": MySQLdb.Connection.__module__.split(".")[0]}))
+        driver = MySQLdb.Connection.__module__.split(".")[0]
+        print(json.dumps({"argv": sys.argv, "name": __name__, "driver": driver}))
         sys.exit(4)
         """,
     )

@@ -131,7 +131,7 @@ class _SteadyDBConnection(SteadyDBConnection):
         # ping flags, an inherited connection is replaced before the child uses it.
         if reconnect and not self._transaction and _inherited(self._con):
             self._replace()
-        return super()._ping_check(ping, reconnect)
+        return super()._ping_check(ping, reconnect)  # type: ignore[no-any-return]
 
     def _replace(self) -> None:
         """Open a fresh session in place of the inherited one, as SteadyDB's own failover does."""
