@@ -615,3 +615,38 @@ def test_report_format_groups_and_keeps_the_first_stack():
     )
     assert "    first\n" in text and "second" not in text
     assert textwrap.indent(stack[0].rstrip(), "    ") in text
+
+
+def test_a_forked_child_s_violation_outside_watched_tests_is_no_later_test_s(suite):
+    # With the plugin off, once a test has asked for the fixture, a test that forks (and
+    # is not watched) leaves its child's violation in the spool the children write to; a
+    # later test that asks for the fixture must not find it among its own.
+    suite.write(
+        test_fork_then_fixture=f"""
+        import json
+        import os
+
+        import guarddb
+
+
+        def test_first_watched(guarddb_violations):
+            assert list(guarddb_violations) == []
+
+
+        def test_a_fork_outside_any_watch():
+            conn = guarddb.connect(**json.loads(os.environ["{ARGS_ENV}"]))
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    conn.cursor().execute("SELECT 1")  # ForkedConnectionError, reported
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            conn.close()
+
+
+        def test_later(guarddb_violations):
+            assert list(guarddb_violations) == []
+        """
+    )
+    suite.run().assert_outcomes(passed=3)

@@ -275,6 +275,8 @@ def _start(item: pytest.Item, state: _State, asked: bool = False) -> _Watch | No
             watch.error = f"@pytest.mark.guarddb: {exc}"
             watch.previous_mode = None
     recorder = state.recorder_needed()
+    # What forked children wrote while no test was watched is not this test's.
+    recorder.drain_children()
     with recorder.lock:
         recorder.current = watch
     item.stash[_WATCH] = watch
