@@ -8,8 +8,8 @@ import socket
 import threading
 
 import pytest
-from guarddb._guard import ffi, lib
 
+from guarddb._guard import ffi, lib
 from guarddb.core.guard import live_slots
 
 from .helpers import in_forked_child

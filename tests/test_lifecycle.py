@@ -541,9 +541,9 @@ def test_closing_while_the_reaper_closes_it_waits_and_neither_raises_nor_reconne
     connect, plain_connect, watcher, on_idle
 ):
     """The reaper's own steps, played by a thread that stands in for it, with a close racing."""
-    from guarddb._guard import lib
     from MySQLdb import _mysql
 
+    from guarddb._guard import lib
     from guarddb.core import guard as guard_module
 
     conn = connect(on_idle=on_idle, guard="strict", autocommit=True)

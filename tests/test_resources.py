@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 import MySQLdb
 import pytest
-from guarddb._guard import ffi, lib
 
 import guarddb
 from guarddb import MODES
+from guarddb._guard import ffi, lib
 from guarddb.core.guard import live_slots
 
 MILLION = 1_000_000
