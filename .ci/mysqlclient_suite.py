@@ -105,7 +105,11 @@ def pytest_report_header(config):
 
 def pytest_collection_finish(session):
     problems = []
-    for name in ("MySQLdb", "MySQLdb.connections", "MySQLdb.cursors"):
+    # install_as_MySQLdb() puts in a module named MySQLdb whose attributes are guarddb's.
+    installed = sys.modules.get("MySQLdb")
+    if installed is None or getattr(installed, "connect", None) is not guarddb.connect:
+        problems.append(f"sys.modules['MySQLdb'] is {installed!r}")
+    for name in ("MySQLdb.connections", "MySQLdb.cursors"):
         module = sys.modules.get(name)
         if module is None or not module.__name__.startswith("guarddb"):
             problems.append(f"sys.modules[{name!r}] is {module!r}")
@@ -115,7 +119,7 @@ def pytest_collection_finish(session):
         if not where.startswith(tests_dir):
             continue
         seen = getattr(module, "MySQLdb", None)
-        if seen is not None and seen is not guarddb:
+        if seen is not None and seen is not installed and seen is not guarddb:
             problems.append(f"{module.__name__}.MySQLdb is {seen!r}")
         seen = getattr(module, "Connection", None)
         if isinstance(seen, type) and not issubclass(seen, guarddb.Connection):
