@@ -75,9 +75,14 @@ print(f"{sys.argv[1]}: Python {sys.version.split()[0]}, "
 find_python313() {
     if [ -n "$PYTHON313" ]; then echo "$PYTHON313"; return; fi
     local candidate
-    for candidate in "$(command -v python3.13 || true)" \
-        "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13; do
-        if [ -x "$candidate" ]; then echo "$candidate"; return; fi
+    # pyenv's own builds first: a pyenv shim on the PATH fails unless 3.13 is selected.
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 \
+        "$(command -v python3.13 || true)"; do
+        if [ -x "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' \
+            2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
     done
 }
 
