@@ -597,19 +597,9 @@ def greenlet_names(args: dict[str, Any]) -> Any:
 # -- 7. cooperative=True ---------------------------------------------------------------------
 
 
-@scenario
-def cooperative_overlap(args: dict[str, Any], how: str = "keyword", seconds: float = 1.0) -> Any:
-    """10 greenlets on their own connections run SELECT SLEEP(): does the server see 10?"""
-    keywords: dict[str, Any] = {}
-    if how == "keyword":
-        keywords["cooperative"] = True
-    elif how == "off":
-        keywords["cooperative"] = False
-    elif how == "set_defaults":
-        guarddb.set_defaults(cooperative=True)
-    # "env": GUARDDB_COOPERATIVE=1 is in the environment
-    conns = [guarddb.connect(**keywords, **args) for _ in range(10)]
-    watcher = guarddb.connect(cooperative=False, **args)
+def _sleep_together(conns: list[Any], watcher: Any, seconds: float) -> dict[str, Any]:
+    """Each connection runs SELECT SLEEP() in a greenlet of its own while another greenlet
+    counts, through ``watcher``, how many sessions the server has inside SLEEP() at once."""
     done = gevent.event.Event()
     results: list[Any] = []
     most = [0]
@@ -630,11 +620,27 @@ def cooperative_overlap(args: dict[str, Any], how: str = "keyword", seconds: flo
     gevent.joinall([gevent.spawn(sleeper, c) for c in conns], raise_error=True)
     done.set()
     look.join()
-    out = {
+    return {
         "most_at_once": most[0],
         "results": results,
         "settings": [c.guard_settings["cooperative"] for c in conns],
     }
+
+
+@scenario
+def cooperative_overlap(args: dict[str, Any], how: str = "keyword", seconds: float = 1.0) -> Any:
+    """10 greenlets on their own connections run SELECT SLEEP(): does the server see 10?"""
+    keywords: dict[str, Any] = {}
+    if how == "keyword":
+        keywords["cooperative"] = True
+    elif how == "off":
+        keywords["cooperative"] = False
+    elif how == "set_defaults":
+        guarddb.set_defaults(cooperative=True)
+    # "env": GUARDDB_COOPERATIVE=1 is in the environment
+    conns = [guarddb.connect(**keywords, **args) for _ in range(10)]
+    watcher = guarddb.connect(cooperative=False, **args)
+    out = _sleep_together(conns, watcher, seconds)
     for conn in [*conns, watcher]:
         conn.close()
     return out
@@ -826,32 +832,8 @@ def pymysql_cooperative_overlap(args: dict[str, Any], how: str = "keyword") -> A
     # "env": GUARDDB_COOPERATIVE=1 is in the environment
     conns = [pymysql.connect(**keywords, **args) for _ in range(10)]
     watcher = pymysql.connect(**args)
-    done = gevent.event.Event()
-    results: list[Any] = []
-    most = [0]
-
-    def sleeper(conn: Any) -> None:
-        cur = conn.cursor()
-        cur.execute("SELECT SLEEP(%s)", (1.5,))
-        results.append(cur.fetchall())
-
-    def watch() -> None:
-        while not done.is_set():
-            most[0] = max(most[0], sleeping(watcher))
-            if most[0] == len(conns):
-                return
-            gevent.sleep(POLL)
-
-    look = gevent.spawn(watch)
-    gevent.joinall([gevent.spawn(sleeper, c) for c in conns], raise_error=True)
-    done.set()
-    look.join()
-    out = {
-        "most_at_once": most[0],
-        "results": results,
-        "settings": [c.guard_settings["cooperative"] for c in conns],
-        "green_sockets": [isinstance(c._sock, gevent.socket.socket) for c in conns],
-    }
+    out = _sleep_together(conns, watcher, 1.5)
+    out["green_sockets"] = [isinstance(c._sock, gevent.socket.socket) for c in conns]
     for conn in [*conns, watcher]:
         conn.close()
     return out
