@@ -191,6 +191,7 @@ guard_slot *guard_slot_new(uintptr_t owner)
             STORE(&slot->busy, 0);
             STORE(&slot->owner, owner);
             STORE(&slot->waiters, 0);
+            slot->flags = 0;
             STORE(&slot->generation, LOAD(&generation));
             slot->calls = slot->waits = slot->wait_ns_total = slot->wait_ns_max = 0;
             slot->held_since_ns = 0;
@@ -226,6 +227,15 @@ void guard_set_fd(guard_slot *slot, int fd)
 }
 
 int guard_enter(guard_slot *slot, int flags) { return guard_enter_as(slot, flags, self_id()); }
+
+void guard_set_flags(guard_slot *slot, int flags) { slot->flags = flags; }
+
+int guard_enter_mode(guard_slot *slot) { return guard_enter_as(slot, slot->flags, self_id()); }
+
+int guard_enter_mode_as(guard_slot *slot, uintptr_t me)
+{
+    return guard_enter_as(slot, slot->flags, me);
+}
 
 int guard_enter_as(guard_slot *slot, int flags, uintptr_t me)
 {

@@ -45,6 +45,8 @@ typedef struct guard_slot {
     uint64_t fd_ino;
     /* 1 while a connection holds the slot. */
     int live;
+    /* The flags of guard_enter_mode(): its connection's mode (guard_set_flags). */
+    int flags;
     /* Mutex mode: threads waiting to enter sleep on wake_seq (a futex word),
        which a leave bumps when anyone waits; greenlets waiting in Python are
        counted too, so that the leave reports them. */
@@ -97,6 +99,14 @@ int guard_enter_as(guard_slot *slot, int flags, uintptr_t me);
    unpatched threading.get_ident()): the statement path of a program whose
    threads are OS threads, with no identity to hand over. */
 int guard_enter(guard_slot *slot, int flags);
+/* The connection's mode, as flags of guard_enter(), for guard_enter_mode(). */
+void guard_set_flags(guard_slot *slot, int flags);
+/* guard_enter() with the flags guard_set_flags() gave the slot: the statement
+   path's call, with one argument (cffi passes a single argument without
+   building a tuple of them: about 200 instructions less a statement). */
+int guard_enter_mode(guard_slot *slot);
+/* guard_enter_mode() for `me` (a greenlet). */
+int guard_enter_mode_as(guard_slot *slot, uintptr_t me);
 /* The one inside leaves (the last of nested enters lets others in).  Returns 1
    if that let the slot go while someone waited (greenlets waiting in Python
    are woken by the caller), else 0. */

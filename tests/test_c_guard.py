@@ -76,6 +76,31 @@ def test_enter_without_an_identity_is_the_os_thread(slot):
     assert slot.busy == 0
 
 
+def test_enter_mode_takes_the_flags_the_slot_was_given(slot):
+    # The statement path's one-argument enter: a new slot enters with no flags; strict
+    # flags, once set, refuse a non-owner; the greenlet form takes the identity given.
+    seen = []
+
+    def other():
+        seen.append(lib.guard_enter_mode(slot))
+        seen.append(lib.guard_enter_mode_as(slot, 12345))
+
+    assert lib.guard_enter_mode(slot) == lib.GUARD_OK
+    lib.guard_leave(slot)
+    lib.guard_set_flags(slot, lib.GUARD_STRICT)
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert seen == [lib.GUARD_NOT_OWNER, lib.GUARD_NOT_OWNER]
+    assert lib.guard_enter_mode(slot) == lib.GUARD_OK  # the owner
+    assert slot.busy == _me()
+    lib.guard_leave(slot)
+    lib.guard_set_flags(slot, lib.GUARD_TIMED)  # mutex mode: when the holder got in
+    assert lib.guard_enter_mode_as(slot, 12345) == lib.GUARD_OK
+    assert slot.busy == 12345 and slot.held_since_ns > 0
+    lib.guard_leave(slot)
+
+
 def test_identities_come_from_python_not_the_os_thread(slot):
     # Two greenlets of one OS thread are two callers: the guard compares what it is handed.
     first, second = 1, 2

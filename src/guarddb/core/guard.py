@@ -48,23 +48,24 @@ _enter_wait = lib.guard_enter_wait_without_gil
 _leave = lib.guard_leave
 
 
-def _enter_as_current(slot: Any, flags: int) -> int:
-    """Enter for the calling greenlet: its identity handed to the C guard."""
-    return int(lib.guard_enter_as(slot, flags, identity.get_ident()))
+def _enter_as_current(slot: Any) -> int:
+    """Enter for the calling greenlet, with the slot's flags: its identity handed to C."""
+    return int(lib.guard_enter_mode_as(slot, identity.get_ident()))
 
 
 def bind_statement_path(namespace: dict[str, Any]) -> None:
     """Give a driver module's statement path ``get_ident`` and ``c_enter`` as globals.
 
-    ``get_ident()``: the caller's identity; ``c_enter(slot, flags)``: the C
-    guard's enter for it (for an OS thread the C guard takes pthread_self()
-    itself).  Module globals, for speed: a module attribute look-up each would
-    cost every round trip.  They are rebound once, if identities become greenlets.
+    ``get_ident()``: the caller's identity; ``c_enter(slot)``: the C guard's
+    enter for it, with the flags of the connection's mode (for an OS thread
+    the C guard takes pthread_self() itself).  Module globals, for speed: a
+    module attribute look-up each would cost every round trip.  They are
+    rebound once, if identities become greenlets.
     """
 
     def bind() -> None:
         namespace["get_ident"] = identity.get_ident
-        namespace["c_enter"] = _enter_as_current if identity.greenlets else lib.guard_enter
+        namespace["c_enter"] = _enter_as_current if identity.greenlets else lib.guard_enter_mode
 
     bind()
     identity.on_switch(bind)
@@ -119,11 +120,6 @@ class ConnectionGuard:
     the server and get "Commands out of sync".
     """
 
-    #: mutex mode keeps each thread's result of a shared cursor its own.
-    per_thread_results = False
-    #: mutex_scope="transaction": a thread keeps the connection until commit/rollback.
-    holds_transactions = False
-
     if TYPE_CHECKING:
         # MutexGuard's, used only where holds_transactions is true.
         txn_holder: int
@@ -142,6 +138,7 @@ class ConnectionGuard:
         "errors",
         "flags",
         "green_wake",
+        "holds_transactions",
         "host",
         "inside",
         "label",
@@ -157,6 +154,7 @@ class ConnectionGuard:
         "pending_drain",
         "pending_holder",
         "pending_site",
+        "per_thread_results",
         "pid",
         "server_thread_id",
         "site",
@@ -177,7 +175,14 @@ class ConnectionGuard:
         self.errors = errors
         self.pid = os.getpid()
         self.label = "a MySQL connection"
-        self.flags = lib.GUARD_STRICT if mode == "strict" else 0
+        self.use_flags(lib.GUARD_STRICT if mode == "strict" else 0)
+        # Slots, not class attributes, though only MutexGuard sets them: every
+        # statement reads both, and CPython 3.11 reads a class attribute through
+        # an instance the slow way (about 150 instructions; a slot, a few).
+        #: mutex mode keeps each thread's result of a shared cursor its own.
+        self.per_thread_results = False
+        #: mutex_scope="transaction": a thread keeps the connection until commit/rollback.
+        self.holds_transactions = False
         self.pending: weakref.ref[Any] | None = None
         #: Reads and drops the unread unbuffered rows (the driver's discard), or None.
         self.pending_drain: Callable[[], Any] | None = None
@@ -217,6 +222,14 @@ class ConnectionGuard:
         self.owner_thread: Any = None
         self.orphan_reported = False
         self.closed_reason: str | None = None
+
+    def use_flags(self, flags: int) -> None:
+        """The flags of every enter: the mode's (-1: statements skip the C guard).
+
+        The slot keeps them too, for the statement path's one-argument enter.
+        """
+        self.flags = flags
+        lib.guard_set_flags(self.slot, max(flags, 0))
 
     # -- the calls -------------------------------------------------------------------------
 
@@ -658,15 +671,14 @@ class MutexGuard(ConnectionGuard):
     with ``mutex_scope="transaction"`` an open transaction, keep it held.
     """
 
-    per_thread_results = True
-
-    __slots__ = ("holds_transactions", "timeout", "txn_holder")
+    __slots__ = ("timeout", "txn_holder")
 
     def __init__(
         self, mode: str, site: str, errors: DriverErrors, timeout: float | None, scope: str
     ) -> None:
         super().__init__(mode, site, errors)
-        self.flags = lib.GUARD_TIMED  # note when each holder got in (for messages, stats)
+        self.use_flags(lib.GUARD_TIMED)  # note when each holder got in (for messages, stats)
+        self.per_thread_results = True
         self.timeout = timeout
         self.holds_transactions = scope == "transaction"
         self.txn_holder = 0
@@ -751,7 +763,7 @@ class UncheckedGuard(ConnectionGuard):
 
     def __init__(self, mode: str, site: str, errors: DriverErrors) -> None:
         super().__init__(mode, site, errors)
-        self.flags = -1  # statements skip the C guard altogether
+        self.use_flags(-1)  # statements skip the C guard altogether
 
     def enter(self, user: Any = None) -> None:
         """Nothing is checked."""

@@ -41,7 +41,7 @@ _c_leave = _guard.lib.guard_leave
 
 # The caller's identity and the guard's enter, as module globals: bind_statement_path.
 get_ident: Callable[[], int] = _identity.get_ident
-c_enter: Callable[[Any, int], int] = _guard.lib.guard_enter
+c_enter: Callable[[Any], int] = _guard.lib.guard_enter_mode
 _guard.bind_statement_path(globals())
 _MySQLdbConnection = _mysqldb_connections.Connection
 #: mysqlclient 2.3 cursors have warning_count; 2.2 ones do not set it in _query.
@@ -112,7 +112,8 @@ class GuardedCursorMixIn:
     _guard_epoch = -1
     #: Unbuffered cursors hold the connection while their rows are unread.
     _guard_pins_results = False
-    #: execute() runs mysqlclient's statement steps inline (set per class: _direct_path).
+    #: execute() runs mysqlclient's statement steps inline (set per class: _direct_path;
+    #: per cursor, also only on a connection whose query() is guarddb's: __init__).
     _guard_direct = False
 
     # For type checkers, what the MySQLdb cursor class this is mixed into has, and the
@@ -140,6 +141,18 @@ class GuardedCursorMixIn:
         super().__init_subclass__(**kwargs)
         cls._guard_direct = _direct_path(cls)
 
+    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(connection, *args, **kwargs)  # type: ignore[call-arg]
+        # The class's flags, copied into the instance: every statement reads them,
+        # and CPython 3.11 reads a class attribute through an instance the slow
+        # way (about 150 instructions each; an instance's own, a few).
+        cls = type(self)
+        self._guard_direct = cls._guard_direct and type(connection).query is _GUARDED_QUERY
+        self._guard_pins_results = cls._guard_pins_results
+        fetch_type = getattr(cls, "_fetch_type", None)  # mysqlclient's, read once a row
+        if fetch_type is not None:
+            self._fetch_type = fetch_type
+
     def _statement(self, method: Any, statement: Any, *args: Any) -> Any:
         """Run a statement method of mysqlclient's inside the connection's guard.
 
@@ -153,7 +166,7 @@ class GuardedCursorMixIn:
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = c_enter(guard.slot, flags)
+            rc = c_enter(guard.slot)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
@@ -202,7 +215,7 @@ class GuardedCursorMixIn:
         guard = getattr(db, "_guard", UNGUARDED)
         flags = guard.flags
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = c_enter(guard.slot, flags)
+            rc = c_enter(guard.slot)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
@@ -235,7 +248,7 @@ class GuardedCursorMixIn:
         # The connection calls mysqlclient makes for this statement are inside it already.
         guard.inside = me
         try:
-            if self._guard_direct and type(db).query is _GUARDED_QUERY:
+            if self._guard_direct:  # and the connection's query() is guarddb's
                 # mysqlclient's BaseCursor.execute, with what it calls inlined
                 # (_discard, _mogrify, _get_db, _query, Connection.query,
                 # _do_get_result, _get_result, _post_get_result, _fetch_row: ten

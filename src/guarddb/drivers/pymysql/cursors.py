@@ -34,7 +34,7 @@ _READ, _WRITE = transactions.READ, transactions.WRITE
 _c_leave = _guard.lib.guard_leave
 # The caller's identity and the guard's enter, as module globals: bind_statement_path.
 get_ident: Callable[[], int] = identity.get_ident
-c_enter: Callable[[Any, int], int] = _guard.lib.guard_enter
+c_enter: Callable[[Any], int] = _guard.lib.guard_enter_mode
 _guard.bind_statement_path(globals())
 
 #: What a statement leaves in a cursor, as mutex mode stores it: each thread has its own.
@@ -77,6 +77,16 @@ class GuardedCursorMixIn:
         super().__init_subclass__(**kwargs)
         cls._guard_direct = getattr(cls, "_query", None) is GuardedCursorMixIn._query
 
+    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(connection, *args, **kwargs)  # type: ignore[call-arg]
+        # The class's flags, copied into the instance: every statement reads them,
+        # and CPython 3.11 reads a class attribute through an instance the slow
+        # way (about 150 instructions each; an instance's own, a few).
+        cls = type(self)
+        self._guard_direct = cls._guard_direct
+        self._guard_pins_results = cls._guard_pins_results
+        self._guard_unbuffered = cls._guard_unbuffered
+
     # For type checkers, what the PyMySQL cursor class this is mixed into has, and the
     # mixins' own that go with it: annotations only (nothing at run time).
     connection: Any
@@ -111,7 +121,7 @@ class GuardedCursorMixIn:
             guard = UNGUARDED  # a plain PyMySQL connection
         flags = guard.flags
         if flags >= 0:  # guard.enter(self), without its frame: this runs on every statement
-            rc = c_enter(guard.slot, flags)
+            rc = c_enter(guard.slot)
             if rc:
                 guard.refused(rc)
             if guard.pending is not None:
