@@ -33,7 +33,6 @@ of the tests that pass on plain mysqlclient, N passed with guarddb and M did not
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -51,6 +50,9 @@ from suite_common import (
     entry,
     fail_setup,
     import_guarddb,
+    installed_version,
+    open_server,
+    options_parser,
     report,
     run_both,
     run_python,
@@ -258,27 +260,8 @@ def drop_databases(args: dict[str, Any], names: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--python",
-        default=sys.executable,
-        help="the interpreter (a venv's) whose mysqlclient is tested",
-    )
-    parser.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the temporary directory (suite, option files, logs, xml)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=900.0,
-        help="seconds allowed to each pytest run (default: 900)",
-    )
-    parser.add_argument(
-        "--mode",
-        default=None,
-        help="guard mode for the guarded run (GUARDDB_MODE; default: guarddb's)",
+    parser = options_parser(
+        __doc__.split("\n\n")[0], "mysqlclient", "suite, option files, logs, xml"
     )
     parser.add_argument(
         "--cache-dir",
@@ -290,17 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     guarddb = import_guarddb(python, __file__)
-    from guarddb.tools.server import ENV_DSN, PrivateServer, parse_dsn
+    from guarddb.tools.server import ENV_DSN, parse_dsn
 
-    try:
-        version = run_python(
-            python, "import importlib.metadata as m; print(m.version('mysqlclient'))"
-        )
-        has_sqlalchemy = run_python(
-            python, "import importlib.util as u; print(bool(u.find_spec('sqlalchemy')))"
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        fail_setup(f"{python}: cannot read the installed mysqlclient's version: {error}")
+    version = installed_version(python, "mysqlclient")
+    has_sqlalchemy = run_python(
+        python, "import importlib.util as u; print(bool(u.find_spec('sqlalchemy')))"
+    )
     sdist = get_sdist(python, version, cache_dir(options.cache_dir))
 
     work = Path(tempfile.mkdtemp(prefix="guarddb-mcsuite-"))
@@ -317,14 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         (plugins / f"{RECORDER_NAME}.py").write_text(RECORDER_PLUGIN)
         (plugins / "guarddb_suite_install.py").write_text(INSTALL_PLUGIN)
 
-        dsn = os.environ.get(ENV_DSN)
-        if dsn:
-            connect_args = parse_dsn(dsn)
-            where = f"{ENV_DSN} server"
-        else:
-            server = PrivateServer(str(work / "mariadb")).start()
-            connect_args = dict(server.connect_args)
-            where = "private MariaDB"
+        connect_args, where, server = open_server(work)
         databases, server_version = prepare_databases(connect_args)
 
         say(f"mysqlclient {version} ({python}), tests from {sdist}")

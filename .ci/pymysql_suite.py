@@ -36,12 +36,9 @@ of the tests that pass on plain PyMySQL, N passed with guarddb and M did not.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +52,9 @@ from suite_common import (
     entry,
     fail_setup,
     import_guarddb,
+    installed_version,
+    open_server,
+    options_parser,
     report,
     run_both,
     run_python,
@@ -297,48 +297,23 @@ def databases_json(path: Path, args: dict[str, Any], databases: list[str], secon
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = options_parser(
+        __doc__.split("\n\n")[0], "PyMySQL", "suite copy, databases.json, logs, xml"
+    )
     parser.add_argument(
         "--tests",
         required=True,
         help="a PyMySQL checkout's root, or its pymysql/tests directory",
-    )
-    parser.add_argument(
-        "--python",
-        default=sys.executable,
-        help="the interpreter (a venv's) whose PyMySQL is tested",
-    )
-    parser.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the temporary directory (suite copy, databases.json, logs, xml)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=900.0,
-        help="seconds allowed to each pytest run (default: 900)",
-    )
-    parser.add_argument(
-        "--mode",
-        default=None,
-        help="guard mode for the guarded run (GUARDDB_MODE; default: guarddb's)",
     )
     options = parser.parse_args(argv)
     python = options.python
     started = time.monotonic()
 
     guarddb = import_guarddb(python, __file__)
-    from guarddb.tools.server import ENV_DSN, PrivateServer, parse_dsn
 
     source, checkout_version = find_tests(options.tests)
-    try:
-        version = run_python(python, "import importlib.metadata as m; print(m.version('PyMySQL'))")
-        has_nacl = run_python(
-            python, "import importlib.util as u; print(bool(u.find_spec('nacl')))"
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        fail_setup(f"{python}: cannot read the installed PyMySQL's version: {error}")
+    version = installed_version(python, "PyMySQL")
+    has_nacl = run_python(python, "import importlib.util as u; print(bool(u.find_spec('nacl')))")
 
     work = Path(tempfile.mkdtemp(prefix="guarddb-pmsuite-"))
     server = None
@@ -353,14 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         (plugins / "guarddb_pmsuite_path.py").write_text(PATH_PLUGIN)
         (plugins / "guarddb_pmsuite_install.py").write_text(INSTALL_PLUGIN)
 
-        dsn = os.environ.get(ENV_DSN)
-        if dsn:
-            connect_args = parse_dsn(dsn)
-            where = f"{ENV_DSN} server"
-        else:
-            server = PrivateServer(str(work / "mariadb")).start()
-            connect_args = dict(server.connect_args)
-            where = "private MariaDB"
+        connect_args, where, server = open_server(work)
         databases, second, server_version = prepare_server(
             connect_args, private=server is not None, ed25519=has_nacl == "True"
         )

@@ -11,6 +11,7 @@ installs guarddb.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -102,6 +103,35 @@ def entry(label: str, main: Callable[[], int]) -> int:
         return 2
 
 
+def options_parser(description: str, driver: str, kept: str) -> argparse.ArgumentParser:
+    """The options both scripts take; a script adds its own.
+
+    ``driver``: the distribution whose suite is run (for the help); ``kept``: what
+    ``--keep`` keeps.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help=f"the interpreter (a venv's) whose {driver} is tested",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help=f"keep the temporary directory ({kept})"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds allowed to each pytest run (default: 900)",
+    )
+    parser.add_argument(
+        "--mode",
+        default=None,
+        help="guard mode for the guarded run (GUARDDB_MODE; default: guarddb's)",
+    )
+    return parser
+
+
 def import_guarddb(python: str, script: str) -> Any:
     """Import guarddb and its server helper, from the repository's src/ if need be.
 
@@ -123,6 +153,32 @@ def import_guarddb(python: str, script: str) -> Any:
             os.execv(python, [python, str(Path(script).resolve()), *sys.argv[1:]])
         fail_setup(f"cannot import guarddb here ({error}); set PYTHONPATH=src or --python")
     return guarddb
+
+
+def installed_version(python: str, distribution: str) -> str:
+    """The version of ``distribution`` installed for ``python`` (a setup failure if none)."""
+    try:
+        return run_python(
+            python, f"import importlib.metadata as m; print(m.version({distribution!r}))"
+        )
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        fail_setup(f"{python}: cannot read the installed {distribution}'s version: {error}")
+        raise  # not reached: fail_setup raises
+
+
+def open_server(work: Path) -> tuple[dict[str, Any], str, Any]:
+    """The server to test against: ``$GUARDDB_TEST_DSN``'s, or a private MariaDB in ``work``.
+
+    Returns its connect arguments, what to call it, and the private server to stop
+    (None for the DSN's).  Call after :func:`import_guarddb`.
+    """
+    from guarddb.tools.server import ENV_DSN, PrivateServer, parse_dsn
+
+    dsn = os.environ.get(ENV_DSN)
+    if dsn:
+        return parse_dsn(dsn), f"{ENV_DSN} server", None
+    server = PrivateServer(str(work / "mariadb")).start()
+    return dict(server.connect_args), "private MariaDB", server
 
 
 def run_python(python: str, code: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import guarddb
 from guarddb.tools.server import ENV_DSN, PrivateServer, parse_dsn
 
 
@@ -91,3 +92,19 @@ def plain_pymysql_connect(connect_args):
     import pymysql
 
     yield from _opener(pymysql, connect_args)
+
+
+@pytest.fixture
+def violations(request):
+    """The guard violations of this test in this process (kinds and all), as they happen."""
+    try:  # guarddb's pytest plugin, when loaded: the test answers for its violations
+        yield request.getfixturevalue("guarddb_violations")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    seen: list[guarddb.Violation] = []
+    hook = guarddb.on_violation(seen.append)
+    try:
+        yield seen
+    finally:
+        guarddb.remove_violation_hook(hook)

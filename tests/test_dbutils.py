@@ -41,22 +41,6 @@ FIFTY_ROWS = (
 )
 
 
-@pytest.fixture
-def violations(request):
-    """The guard violations of this test in this process, as they happen."""
-    try:  # guarddb's pytest plugin, when loaded: the test answers for its violations
-        yield request.getfixturevalue("guarddb_violations")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    seen: list[guarddb.Violation] = []
-    hook = guarddb.on_violation(seen.append)
-    try:
-        yield seen
-    finally:
-        guarddb.remove_violation_hook(hook)
-
-
 def kinds(violations) -> list[str]:
     return [violation.kind for violation in violations]
 

@@ -104,22 +104,6 @@ def url(connect_args, driver) -> URL:
     )
 
 
-@pytest.fixture
-def violations(request):
-    """The guard violations of this test in this process (kinds and all), as they happen."""
-    try:  # guarddb's pytest plugin, when loaded: the test answers for its violations
-        yield request.getfixturevalue("guarddb_violations")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    seen: list[guarddb.Violation] = []
-    hook = guarddb.on_violation(seen.append)
-    try:
-        yield seen
-    finally:
-        guarddb.remove_violation_hook(hook)
-
-
 def kinds(violations) -> set[str]:
     return {violation.kind for violation in violations}
 
