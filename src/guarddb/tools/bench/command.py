@@ -84,7 +84,8 @@ def _every_mode(
             measured = compare(plain, side, workload, sizes, tables, rounds, progress, section)
             limit = target(mode, workload.key, driver)
             measured["target"] = limit
-            measured["met"] = measured["median"] <= limit
+            # None where there is no target: neither met nor missed.
+            measured["met"] = None if limit is None else measured["median"] <= limit
             per_mode[workload.key] = measured
         results[mode] = per_mode
     return results
