@@ -5,17 +5,17 @@
 Runs a tiny Python loop under ``valgrind --tool=callgrind`` twice, with N and
 2N iterations, for each case:
 
-* ``enter/leave``: ``lib.guard_enter(slot, 0)`` + ``lib.guard_leave(slot)``
-  (exclusive mode's pair, and strict's with ``GUARD_STRICT``);
-* ``mutex``: ``lib.guard_enter(slot, GUARD_TIMED)`` + ``lib.guard_leave(slot)``
-  (mutex mode uncontended: it waits, in another call, only when that enter says busy);
+* ``enter/leave``: ``lib.guard_enter_mode(slot)`` + ``lib.guard_leave(slot)``, the
+  statement path's pair, with the slot's flags 0 (exclusive mode) or ``GUARD_STRICT``;
+* ``mutex``: the same with ``GUARD_TIMED`` (mutex mode uncontended: it waits, in
+  another call, only when that enter says busy);
 * an empty loop, to take the interpreter's loop out of the whole-loop figure.
 
 Subtracting the N run from the 2N run and dividing by N removes everything
 done once (start-up, imports, the slot) and leaves exact per-pair counts:
 
 * **C guard**: the inclusive instructions of the guard functions themselves
-  (``guard_enter`` + ``guard_leave``, with what they call: ``pthread_self``,
+  (``guard_enter_mode`` + ``guard_leave``, with what they call: ``pthread_self``,
   the clock for mutex mode's hold time);
 * **through cffi**: the inclusive instructions of cffi's wrappers
   (``_cffi_f_guard_*``: argument conversion, errno and the guard; built
@@ -58,22 +58,23 @@ loader.exec_module(module)
 lib = module.lib
 
 
-def enter(slot, n, enter=lib.guard_enter, leave=lib.guard_leave):
+def pairs(slot, n, flags, enter=lib.guard_enter_mode, leave=lib.guard_leave):
+    lib.guard_set_flags(slot, flags)  # the mode's, as a connection's guard sets them
     for _ in range(n):
-        enter(slot, 0)
+        enter(slot)
         leave(slot)
 
 
-def strict(slot, n, enter=lib.guard_enter, leave=lib.guard_leave, flags=lib.GUARD_STRICT):
-    for _ in range(n):
-        enter(slot, flags)
-        leave(slot)
+def enter(slot, n):
+    pairs(slot, n, 0)
 
 
-def mutex(slot, n, enter=lib.guard_enter, leave=lib.guard_leave, flags=lib.GUARD_TIMED):
-    for _ in range(n):
-        enter(slot, flags)
-        leave(slot)
+def strict(slot, n):
+    pairs(slot, n, lib.GUARD_STRICT)
+
+
+def mutex(slot, n):
+    pairs(slot, n, lib.GUARD_TIMED)
 
 
 def empty(slot, n):
@@ -90,15 +91,15 @@ lib.guard_slot_free(slot)
 """
 
 CASES = {
-    "enter": ("guard_enter", "guard_leave"),
-    "strict": ("guard_enter", "guard_leave"),
-    "mutex": ("guard_enter", "guard_leave"),
+    "enter": ("guard_enter_mode", "guard_leave"),
+    "strict": ("guard_enter_mode", "guard_leave"),
+    "mutex": ("guard_enter_mode", "guard_leave"),
     "empty": (),
 }
 TITLES = {
-    "enter": "guard_enter(slot, 0) + guard_leave  (exclusive)",
-    "strict": "guard_enter(slot, GUARD_STRICT) + guard_leave  (strict)",
-    "mutex": "guard_enter(slot, GUARD_TIMED) + guard_leave  (mutex, uncontended)",
+    "enter": "guard_enter_mode(slot) + guard_leave, flags 0  (exclusive)",
+    "strict": "guard_enter_mode(slot) + guard_leave, GUARD_STRICT  (strict)",
+    "mutex": "guard_enter_mode(slot) + guard_leave, GUARD_TIMED  (mutex, uncontended)",
 }
 
 
