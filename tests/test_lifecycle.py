@@ -265,6 +265,51 @@ def test_close_orphans_closes_it_while_a_new_thread_has_the_ended_owner_s_id(con
             successor.join()
 
 
+def test_strict_a_new_thread_with_the_ended_owner_s_id_is_not_its_owner(connect_args):
+    """Strict mode: a thread started after the owner ended may get the owner's id (glibc
+    reuses it); it must still adopt() the connection before using it, like any other."""
+    go = threading.Event()
+    seen: dict[str, object] = {}
+
+    def successor_body(conn: guarddb.Connection, owner: int) -> None:
+        go.wait(30)
+        if threading.get_ident() != owner:
+            return  # an attempt that did not get the ended owner's id
+        try:
+            one(conn, "SELECT 1")
+        except guarddb.ThreadOwnershipError as error:
+            seen["refused"] = str(error)
+        conn.adopt()  # the hand-over strict mode asks for
+        seen["after_adopt"] = one(conn, "SELECT 1")
+
+    successors = []
+    try:
+        for _attempt in range(10):
+            conn, _session, _site = leak_from_thread(connect_args, guard="strict")
+            owner = info_of(conn).owner_ident
+            successor = threading.Thread(
+                target=successor_body, args=(conn, owner), name="Successor"
+            )
+            successor.start()
+            successors.append(successor)
+            if successor.ident == owner:
+                break
+            conn.close()
+        else:
+            pytest.skip("no new thread got an ended thread's id here")
+        go.set()
+        successor.join(30)
+        assert "refused" in seen, "a new thread with the ended owner's id used it unadopted"
+        assert "which belonged to thread 'Leaker'" in seen["refused"]
+        assert "which ended: no thread owns it now" in seen["refused"]
+        assert seen["after_adopt"] == (1,)
+        conn.close()
+    finally:
+        go.set()
+        for successor in successors:
+            successor.join()
+
+
 def test_close_orphans_as_a_process_default_and_from_the_environment(connect_args):
     code = f"""
 import threading, guarddb, time

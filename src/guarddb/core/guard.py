@@ -606,9 +606,20 @@ class ConnectionGuard:
                 f"each thread its own connection (or a pool), or pass guard='mutex' to "
                 f"make threads wait their turn."
             )
-        owner = describe_thread(self.owner())
+        owner_ident = self.owner()
+        if owner_ident:
+            owner = f"belongs to {describe_thread(owner_ident)}"
+        elif self.owner_thread is not None:  # its owner ended (lifecycle._owner_ended)
+            # Named as recorded: a thread started since may have the ended one's id.
+            ended = self.owner_thread
+            owner = (
+                f"belonged to {ended.kind} {ended.name!r} (id {ended.ident}), which ended: "
+                f"no thread owns it now"
+            )
+        else:
+            owner = "belongs to no thread now (a pool took it back, or disown())"
         return self.errors.ThreadOwnershipError(
-            f"guarddb (strict): {me} called {what} on {self._opened()}, which belongs to "
+            f"guarddb (strict): {me} called {what} on {self._opened()}, which "
             f"{owner}. In strict mode a connection and its cursors are used by their owner "
             f"thread only: open one connection per thread, or hand it over by calling "
             f"conn.adopt() in the new owner (pools do this on checkout)."

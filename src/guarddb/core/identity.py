@@ -211,6 +211,11 @@ def describe(ident: int) -> str:
     return f"thread {thread.name!r} (id {ident})"
 
 
+def kind(ident: int) -> str:
+    """``"greenlet"`` or ``"thread"``: what ``ident`` is (ask while it runs)."""
+    return "greenlet" if ident in _greenlets else "thread"
+
+
 def describe_caller() -> str:
     """:func:`describe` of the calling thread or greenlet."""
     return describe(get_ident())

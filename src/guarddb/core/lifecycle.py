@@ -155,17 +155,19 @@ class Owner(NamedTuple):
     token: int
     ident: int
     name: str
+    kind: str  # "thread" or "greenlet"
 
 
 class _OwnerMark:
     """Kept by the owner thread or greenlet (identity.mark()): it goes when its owner ends."""
 
-    __slots__ = ("__weakref__", "ident", "name", "token")
+    __slots__ = ("__weakref__", "ident", "kind", "name", "token")
 
     def __init__(self, token: int) -> None:
         self.token = token
         self.ident = identity.get_ident()
         self.name = identity.current_name()
+        self.kind = identity.kind(self.ident)
 
 
 _tokens = count(1)
@@ -186,7 +188,7 @@ def _new_mark() -> _OwnerMark:
 def _owner() -> Owner:
     """The calling thread or greenlet as an owner (its mark is made on first use)."""
     mark = identity.mark(_new_mark)
-    return Owner(weakref.ref(mark), mark.token, mark.ident, mark.name)
+    return Owner(weakref.ref(mark), mark.token, mark.ident, mark.name, mark.kind)
 
 
 def register(conn: Connection) -> None:
@@ -283,8 +285,16 @@ def _main_thread_ident() -> int | None:
 
 def _owner_ended(token: int, ident: int, who: str) -> None:
     # Runs in the ending thread, during its clean-up: note it and nudge the
-    # lifecycle thread, nothing more (no thread is started from here).
+    # lifecycle thread (no thread is started from here).
     _ended.append((time.monotonic(), token, ident, who, lib.guard_coarse_ns()))
+    # Strict mode: nobody owns the ended owner's connections from now on (until an
+    # adopt()).  A thread started later may be given the ended one's id (glibc reuses
+    # it): without this it would pass the C guard's owner check as if it were the owner.
+    for conn in _snapshot():
+        guard = conn._guard
+        owner = guard.owner_thread
+        if guard.mode == "strict" and owner is not None and owner.token == token:
+            lib.guard_disown(guard.slot)
     _lifecycle.event.set()
 
 
