@@ -8,13 +8,16 @@
 # libmariadb-dev for building mysqlclient, mariadb-server for the private test
 # server, redis-server for the Celery tests' broker, valgrind for the callgrind counts, the Python headers and venv
 # module when missing), then two virtual
-# environments: .venv (the newest mysqlclient 2.3) and .venv-mysqlclient22 (the
-# oldest supported, 2.2.0), each with guarddb built and installed from this tree.
+# environments: .venv (the newest mysqlclient 2.3 and PyMySQL) and .venv-mysqlclient22
+# (the oldest supported, mysqlclient 2.2.0 and PyMySQL 1.1.0), each with guarddb built
+# and installed from this tree.
 set -euo pipefail
 
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 OLDEST_MYSQLCLIENT=${OLDEST_MYSQLCLIENT:-==2.2.0}
+# The oldest PyMySQL guarddb supports, in the same venv as the oldest mysqlclient.
+OLDEST_PYMYSQL=${OLDEST_PYMYSQL:-==1.1.0}
 # The newest 2.3 release the registry offers, not a pin (NEWEST_MYSQLCLIENT=="2.3.1" pins).
 NEWEST_MYSQLCLIENT=${NEWEST_MYSQLCLIENT:->=2.3,<2.4}
 # The newest releases of everything, on the newest Python: Django 6, SQLAlchemy 2.1.
@@ -67,7 +70,7 @@ make_venv() {
     "$dir/bin/python" -c 'import sys
 from importlib.metadata import version
 print(f"{sys.argv[1]}: Python {sys.version.split()[0]}, "
-      + ", ".join(f"{name} {version(name)}" for name in ("mysqlclient", "Django", "SQLAlchemy")))
+      + ", ".join(f"{name} {version(name)}" for name in ("mysqlclient", "PyMySQL", "Django", "SQLAlchemy")))
 ' "$dir" >&2
 }
 
@@ -118,6 +121,8 @@ run_tests() {
     install_system_packages
     make_venv .venv "$NEWEST_MYSQLCLIENT"
     make_venv .venv-mysqlclient22 "$OLDEST_MYSQLCLIENT"
+    say "installing PyMySQL$OLDEST_PYMYSQL into .venv-mysqlclient22"
+    .venv-mysqlclient22/bin/python -m pip install -q "PyMySQL$OLDEST_PYMYSQL"
 
     say "ruff"
     .venv/bin/ruff check .
@@ -136,7 +141,7 @@ run_tests() {
     say "callgrind: client instructions per round trip, guarded minus plain, against budgets"
     .venv/bin/python bench/callgrind_roundtrip.py --budget
 
-    say "guarddb's tests with mysqlclient $OLDEST_MYSQLCLIENT"
+    say "guarddb's tests with mysqlclient $OLDEST_MYSQLCLIENT and PyMySQL $OLDEST_PYMYSQL"
     .venv-mysqlclient22/bin/python -m pytest -q -p no:cacheprovider tests
     say "guarddb's tests with mysqlclient $NEWEST_MYSQLCLIENT"
     .venv/bin/python -m pytest -q -p no:cacheprovider tests
