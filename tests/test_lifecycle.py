@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import random
@@ -233,20 +234,28 @@ def test_a_connection_handed_to_a_live_thread_is_not_closed_under_it(connect_arg
     conn.close()
 
 
-def test_close_orphans_closes_it_while_a_new_thread_has_the_ended_owner_s_id(connect_args, watcher):
-    """A thread's id is given again to threads started after it ended (glibc reuses its
-    stack): a live thread with the ended owner's id has not taken its connection over.
+@contextlib.contextmanager
+def successor_of_an_ended_owner(connect_args, body=None, **options):
+    """A connection leaked by a thread that ended, and a new thread given the ended one's id.
 
-    Thread pools that start new threads in rounds (a ThreadPoolExecutor per batch) hit it:
-    the connections of one round's ended threads were never closed once the next round ran.
+    A thread's id is given again to threads started after it ended (glibc reuses its
+    stack): threads are started until one gets it (skipped where none does in 10 tries).
+    Yields ``(conn, session, release, successor)``; the successor waits for ``release``,
+    then runs ``body(conn)`` if given.
     """
     release = threading.Event()
     successors = []
+
+    def run(conn, owner: int) -> None:
+        release.wait(30)
+        if body is not None and threading.get_ident() == owner:  # not a failed try's
+            body(conn)
+
     try:
         for _attempt in range(10):
-            conn, session, _site = leak_from_thread(connect_args, close_orphans=True)
+            conn, session, _site = leak_from_thread(connect_args, **options)
             owner = info_of(conn).owner_ident
-            successor = threading.Thread(target=release.wait, args=(30,), name="Successor")
+            successor = threading.Thread(target=run, args=(conn, owner), name="Successor")
             successor.start()  # before the ended owner is judged (0.2 s after its end)
             successors.append(successor)
             if successor.ident == owner:
@@ -254,27 +263,33 @@ def test_close_orphans_closes_it_while_a_new_thread_has_the_ended_owner_s_id(con
             conn.close()
         else:
             pytest.skip("no new thread got an ended thread's id here")
-        # Nobody has used the connection since its owner ended: an orphan, closed.
-        wait_until(lambda: session not in watcher(), timeout=5)
-        with pytest.raises(IdleClosedError, match="owner thread ended"):
-            one(conn, "SELECT 1")
-        conn.close()
+        yield conn, session, release, successor
     finally:
         release.set()
         for successor in successors:
             successor.join()
 
 
+def test_close_orphans_closes_it_while_a_new_thread_has_the_ended_owner_s_id(connect_args, watcher):
+    """A live thread with the ended owner's id has not taken its connection over.
+
+    Thread pools that start new threads in rounds (a ThreadPoolExecutor per batch) hit it:
+    the connections of one round's ended threads were never closed once the next round ran.
+    """
+    with successor_of_an_ended_owner(connect_args, close_orphans=True) as (conn, session, *_):
+        # Nobody has used the connection since its owner ended: an orphan, closed.
+        wait_until(lambda: session not in watcher(), timeout=5)
+        with pytest.raises(IdleClosedError, match="owner thread ended"):
+            one(conn, "SELECT 1")
+        conn.close()
+
+
 def test_strict_a_new_thread_with_the_ended_owner_s_id_is_not_its_owner(connect_args):
-    """Strict mode: a thread started after the owner ended may get the owner's id (glibc
-    reuses it); it must still adopt() the connection before using it, like any other."""
-    go = threading.Event()
+    """Strict mode: a new thread with the ended owner's id must still adopt() the
+    connection before using it, like any other thread."""
     seen: dict[str, object] = {}
 
-    def successor_body(conn: guarddb.Connection, owner: int) -> None:
-        go.wait(30)
-        if threading.get_ident() != owner:
-            return  # an attempt that did not get the ended owner's id
+    def successor_body(conn: guarddb.Connection) -> None:
         try:
             one(conn, "SELECT 1")
         except guarddb.ThreadOwnershipError as error:
@@ -282,32 +297,19 @@ def test_strict_a_new_thread_with_the_ended_owner_s_id_is_not_its_owner(connect_
         conn.adopt()  # the hand-over strict mode asks for
         seen["after_adopt"] = one(conn, "SELECT 1")
 
-    successors = []
-    try:
-        for _attempt in range(10):
-            conn, _session, _site = leak_from_thread(connect_args, guard="strict")
-            owner = info_of(conn).owner_ident
-            successor = threading.Thread(
-                target=successor_body, args=(conn, owner), name="Successor"
-            )
-            successor.start()
-            successors.append(successor)
-            if successor.ident == owner:
-                break
-            conn.close()
-        else:
-            pytest.skip("no new thread got an ended thread's id here")
-        go.set()
+    with successor_of_an_ended_owner(connect_args, successor_body, guard="strict") as (
+        conn,
+        _session,
+        release,
+        successor,
+    ):
+        release.set()
         successor.join(30)
         assert "refused" in seen, "a new thread with the ended owner's id used it unadopted"
         assert "which belonged to thread 'Leaker'" in seen["refused"]
         assert "which ended: no thread owns it now" in seen["refused"]
         assert seen["after_adopt"] == (1,)
         conn.close()
-    finally:
-        go.set()
-        for successor in successors:
-            successor.join()
 
 
 def test_close_orphans_as_a_process_default_and_from_the_environment(connect_args):
