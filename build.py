@@ -104,7 +104,11 @@ def compile_into(target_dir: pathlib.Path) -> pathlib.Path:
     with tempfile.TemporaryDirectory() as tmp:
         built = pathlib.Path(ffibuilder.compile(tmpdir=tmp, verbose=False))
         target = target_dir / built.name
-        target.write_bytes(built.read_bytes())
+        # A new file renamed over the old one, never the old one rewritten: a process
+        # that has the old one mapped (a test run, a bench) keeps it intact.
+        fresh = target.with_name(f".{target.name}.new")
+        fresh.write_bytes(built.read_bytes())
+        fresh.replace(target)
     return target
 
 
