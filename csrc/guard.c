@@ -392,6 +392,11 @@ int guard_adopt(guard_slot *slot, uintptr_t me)
 
 void guard_disown(guard_slot *slot) { STORE(&slot->owner, 0); }
 
+int guard_disown_from(guard_slot *slot, uintptr_t owner)
+{
+    return owner != 0 && CAS(&slot->owner, &owner, 0);
+}
+
 uintptr_t guard_thread_id(void) { return self_id(); }
 
 long guard_live_slots(void) { return __atomic_load_n(&live_slots, __ATOMIC_RELAXED); }

@@ -124,6 +124,9 @@ void guard_wait_end(guard_slot *slot);
 void guard_count_wait(guard_slot *slot, uint64_t waited_ns);
 /* No thread owns the slot until the next adopt (a pool took the connection back). */
 void guard_disown(guard_slot *slot);
+/* guard_disown() if `owner` still owns the slot (it ended): 1 if it did, else 0
+   (another adopted it meanwhile). */
+int guard_disown_from(guard_slot *slot, uintptr_t owner);
 
 /* The calling OS thread's id (pthread_self(), as an unpatched threading.get_ident()). */
 uintptr_t guard_thread_id(void);

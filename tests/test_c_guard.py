@@ -101,6 +101,14 @@ def test_enter_mode_takes_the_flags_the_slot_was_given(slot):
     lib.guard_leave(slot)
 
 
+def test_disown_from_clears_only_the_owner_it_names(slot):
+    # An ended owner's connection is disowned unless another adopted it meanwhile.
+    assert lib.guard_adopt(slot, 7) == lib.GUARD_OK
+    assert lib.guard_disown_from(slot, 8) == 0 and slot.owner == 7
+    assert lib.guard_disown_from(slot, 7) == 1 and slot.owner == 0
+    assert lib.guard_disown_from(slot, 0) == 0  # nobody owns it: nothing to clear
+
+
 def test_identities_come_from_python_not_the_os_thread(slot):
     # Two greenlets of one OS thread are two callers: the guard compares what it is handed.
     first, second = 1, 2

@@ -294,7 +294,8 @@ def _owner_ended(token: int, ident: int, who: str) -> None:
         guard = conn._guard
         owner = guard.owner_thread
         if guard.mode == "strict" and owner is not None and owner.token == token:
-            lib.guard_disown(guard.slot)
+            # Only if it is still the owner in C: another thread may adopt it meanwhile.
+            lib.guard_disown_from(guard.slot, ident)
     _lifecycle.event.set()
 
 
