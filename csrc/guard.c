@@ -226,8 +226,6 @@ void guard_set_fd(guard_slot *slot, int fd)
     STORE(&slot->fd, fd);
 }
 
-int guard_enter(guard_slot *slot, int flags) { return guard_enter_as(slot, flags, self_id()); }
-
 void guard_set_flags(guard_slot *slot, int flags) { slot->flags = flags; }
 
 int guard_enter_mode(guard_slot *slot) { return guard_enter_as(slot, slot->flags, self_id()); }

@@ -14,14 +14,14 @@
 
 /* cffi:begin -- build.py hands what stands between these markers to cffi. */
 
-/* Results of guard_enter() and friends. */
+/* Results of guard_enter_as() and friends. */
 #define GUARD_OK 0
 #define GUARD_FORKED 1    /* the slot was taken before a fork: this is a child */
 #define GUARD_BUSY 2      /* another thread is inside the connection */
 #define GUARD_NOT_OWNER 3 /* strict: the caller is not the owner */
 #define GUARD_CLOSED 4    /* guarddb closed the connection (idle, orphan) */
 
-/* Flags of guard_enter(). */
+/* Flags of guard_enter_as(). */
 #define GUARD_STRICT 1 /* only the owner may enter */
 #define GUARD_TIMED 2  /* note when the holder got in (mutex mode's held_since_ns) */
 #define GUARD_KEEP_OWNER 4 /* the owner stays as it is (strict mode's close by any thread) */
@@ -95,15 +95,13 @@ uint64_t guard_coarse_ns(void);
 
 /* `me` enters the connection: GUARD_OK (nested enters count), or why not. */
 int guard_enter_as(guard_slot *slot, int flags, uintptr_t me);
-/* guard_enter_as() for the calling OS thread (pthread_self(), which is an
-   unpatched threading.get_ident()): the statement path of a program whose
-   threads are OS threads, with no identity to hand over. */
-int guard_enter(guard_slot *slot, int flags);
-/* The connection's mode, as flags of guard_enter(), for guard_enter_mode(). */
+/* The connection's mode, as flags of guard_enter_as(), for guard_enter_mode(). */
 void guard_set_flags(guard_slot *slot, int flags);
-/* guard_enter() with the flags guard_set_flags() gave the slot: the statement
-   path's call, with one argument (cffi passes a single argument without
-   building a tuple of them: about 200 instructions less a statement). */
+/* guard_enter_as() for the calling OS thread (pthread_self(), which is an
+   unpatched threading.get_ident()) with the flags guard_set_flags() gave the
+   slot: the statement path of a program whose threads are OS threads, with no
+   identity to hand over, in one argument (cffi passes a single argument
+   without building a tuple of them: about 200 instructions less a statement). */
 int guard_enter_mode(guard_slot *slot);
 /* guard_enter_mode() for `me` (a greenlet). */
 int guard_enter_mode_as(guard_slot *slot, uintptr_t me);
@@ -143,7 +141,7 @@ uint64_t guard_total_wait_ns(void);
 
 /* Enter, waiting up to timeout_ns for the thread inside to leave (mutex mode;
    a call that finds guarddb's lifecycle thread inside).  flags: GUARD_KEEP_OWNER
-   or 0 (the owner check was made by the guard_enter() that said busy).
+   or 0 (the owner check was made by the guard_enter_as() that said busy).
    GUARD_OK, GUARD_BUSY if still not in (the caller waits again, or gives up),
    GUARD_FORKED or GUARD_CLOSED.  since_ns: when the caller's wait began
    (guard_now_ns()), for a wait made of several calls; 0 for now.  A wait is

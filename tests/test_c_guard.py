@@ -68,7 +68,7 @@ def test_strict_flag_refuses_a_non_owner_even_when_free(slot):
 
 
 def test_enter_without_an_identity_is_the_os_thread(slot):
-    assert lib.guard_enter(slot, 0) == lib.GUARD_OK
+    assert lib.guard_enter_mode(slot) == lib.GUARD_OK
     assert slot.busy == threading.get_ident() == lib.guard_thread_id()
     assert lib.guard_enter_as(slot, 0, threading.get_ident()) == lib.GUARD_OK  # nested
     lib.guard_leave(slot)
