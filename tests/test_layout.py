@@ -10,6 +10,7 @@ fresh interpreter for what ``import guarddb`` really loads.
 from __future__ import annotations
 
 import ast
+import json
 import pathlib
 import subprocess
 import sys
@@ -112,7 +113,8 @@ def test_the_policy_knows_no_driver():
 
 
 def test_driver_layers_never_import_a_face_or_a_tool():
-    faces = {"guarddb", "guarddb.connections", "guarddb.cursors", "guarddb.errors", "guarddb.mutex"}
+    faces = {"guarddb", "guarddb._face", "guarddb.connections", "guarddb.cursors"}
+    faces |= {"guarddb.errors", "guarddb.mutex"}
     faces |= {name for name in MODULES if name.startswith("guarddb.pymysql")}
     for name in MODULES:
         if name.startswith("guarddb.drivers"):
@@ -133,5 +135,37 @@ def test_the_runtime_imports_no_tool():
 
 def test_no_tool_module_at_the_top_level():
     top = {p.stem for p in PACKAGE.glob("*.py")}
-    faces = {"__init__", "__main__", "connections", "cursors", "errors", "mutex"}
+    faces = {"__init__", "__main__", "_face", "connections", "cursors", "errors", "mutex"}
     assert top <= faces, f"modules beside the faces: {sorted(top - faces)}"
+
+
+_LAZY_MYSQLCLIENT = """
+import json, sys
+import guarddb, guarddb.tools.pytest_plugin
+before = sorted(m for m in sys.modules if m.split(".")[0] in ("MySQLdb", "pymysql"))
+import guarddb.constants.CLIENT as client  # SQLAlchemy's way in, before any other name
+import MySQLdb.constants.CLIENT
+print(json.dumps({
+    "before": before,
+    "same_modules": guarddb.constants is MySQLdb.constants and client is MySQLdb.constants.CLIENT,
+    "spec": guarddb.constants.__spec__.name,
+    "reran": MySQLdb.constants.CLIENT.__dict__ is not client.__dict__,
+    "connect": guarddb.connect.__module__,
+}))
+"""
+
+
+def test_importing_guarddb_imports_no_driver_until_a_name_of_its_surface_is_used():
+    # pytest loads the plugin, and so guarddb, into every test session: PyMySQL's own
+    # install_as_MySQLdb() must find MySQLdb unimported there.
+    done = subprocess.run(
+        [sys.executable, "-c", _LAZY_MYSQLCLIENT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "before": [],
+        "same_modules": True,
+        "spec": "MySQLdb.constants",
+        "reran": False,
+        "connect": "guarddb._face",
+    }

@@ -416,6 +416,52 @@ def test_with_the_plugin_off_only_the_marker_and_the_fixture_watch(suite):
     )
 
 
+def test_with_the_plugin_off_pymysql_s_own_install_as_mysqldb_works(suite):
+    """A PyMySQL project in a venv that has mysqlclient too (Django's PyMySQL route).
+
+    Loading the plugin must not import mysqlclient: PyMySQL's install_as_MySQLdb()
+    replaces the MySQLdb module only, and an imported mysqlclient's submodules
+    (MySQLdb.converters, MySQLdb.constants) would stay in its place.
+    """
+    suite.write(
+        conftest="""
+        import sys
+
+        BEFORE = sorted(m for m in sys.modules if m.split(".")[0] == "MySQLdb")
+
+        import pymysql
+
+        pymysql.install_as_MySQLdb()
+        """,
+        test_pymysql_as_mysqldb="""
+        import json
+        import os
+
+        import MySQLdb
+        import MySQLdb.converters
+        import pymysql
+        from MySQLdb.constants import CLIENT
+
+        import conftest
+
+
+        def test_mysqldb_is_pymysql_throughout():
+            assert conftest.BEFORE == []
+            assert MySQLdb is pymysql
+            assert MySQLdb.converters is pymysql.converters
+            assert CLIENT is pymysql.constants.CLIENT
+            args = json.loads(os.environ["GUARDDB_PLUGIN_TEST_CONNECT_ARGS"])
+            conn = MySQLdb.connect(**args, conv=MySQLdb.converters.conversions.copy())
+            cursor = conn.cursor()
+            cursor.execute("SELECT CAST(1.5 AS DECIMAL(3, 1)), DATE('2026-12-01')")
+            assert [type(value).__name__ for value in cursor.fetchone()] == ["Decimal", "date"]
+            conn.close()
+        """,
+    )
+    result = suite.run()
+    result.assert_outcomes(passed=1)
+
+
 def test_the_fixture_takes_responsibility_for_the_test_s_violations(suite):
     suite.write(
         test_fixture=f"""

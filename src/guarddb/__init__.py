@@ -6,6 +6,10 @@ the wrong thread, at the same time by two threads, or in a forked child raises
 a clean, explained exception (see :mod:`guarddb.errors`) instead of crashing,
 hanging, or mixing up results.
 
+Importing guarddb imports no driver: mysqlclient is imported on the first use
+of a name of its surface (``guarddb.connect``, ``guarddb.OperationalError``,
+``import guarddb.constants``, ...), and PyMySQL by :mod:`guarddb.pymysql`.
+
 (PYTEST_DONT_REWRITE: the package carries a pytest plugin, and may be imported
 before pytest starts, e.g. under ``python -m guarddb run -m pytest``.)
 """
@@ -13,22 +17,21 @@ before pytest starts, e.g. under ``python -m guarddb run -m pytest``.)
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.errors import GuardError
 from .core.lifecycle import ConnectionInfo, live_connections
 from .core.settings import MODES, default_mode, set_default_mode, set_defaults
 from .core.violations import Violation, on_violation, remove_violation_hook
 
-# mysqlclient is an extra (guarddb[mysqlclient]): without it this package still
-# imports (guarddb.pymysql and the driver-neutral names work), and its MySQLdb
-# names raise an ImportError that says what to install.
-try:
-    import MySQLdb as _MySQLdb
-    from MySQLdb import (
+if TYPE_CHECKING:  # what __getattr__ brings in from guarddb._face on first use
+    from . import connections, cursors
+    from ._face import (
         BINARY,
         DATE,
         DATETIME,
@@ -39,146 +42,55 @@ try:
         TIME,
         TIMESTAMP,
         Binary,
+        ConcurrentUseError,
+        Connect,
+        Connection,
         DatabaseError,
         DataError,
         Date,
         DateFromTicks,
         DBAPISet,
         Error,
+        ForkedConnectionError,
+        IdleClosedError,
         IntegrityError,
         InterfaceError,
         InternalError,
+        LockTimeoutError,
         MySQLError,
         NotSupportedError,
         OperationalError,
+        PendingResultError,
         ProgrammingError,
+        ThreadOwnershipError,
         Time,
         TimeFromTicks,
         Timestamp,
         TimestampFromTicks,
         Warning,
         apilevel,
+        connect,
         constants,
         converters,
         debug,
+        escape,
+        escape_string,
         get_client_info,
+        install_as_MySQLdb,
         paramstyle,
         string_literal,
         times,
         version_info,
     )
-    from MySQLdb._mysql import escape, escape_string
-except ImportError as _error:
-    _MISSING_MYSQLCLIENT: ImportError | None = _error
-else:
-    _MISSING_MYSQLCLIENT = None
-    from . import connections, cursors
-    from .errors import (
-        ConcurrentUseError,
-        ForkedConnectionError,
-        IdleClosedError,
-        LockTimeoutError,
-        PendingResultError,
-        ThreadOwnershipError,
-    )
+    from ._face import _exceptions as _exceptions
+    from ._face import _install_as_mysqldb as _install_as_mysqldb
+    from ._face import _mysql as _mysql
+    from ._face import release as release
 
 __version__ = "0.2.0"
 
 #: DB-API: threads may share the module, not connections (mutex mode raises it).
 threadsafety = 1
-
-
-if _MISSING_MYSQLCLIENT is None:
-
-    def Connect(*args: Any, **kwargs: Any) -> connections.Connection:
-        """Open a guarded connection: mysqlclient's arguments, plus guarddb's keywords.
-
-        ``guard=`` (the mode), ``on_fork=``, ``mutex_timeout=``, ``mutex_scope=``,
-        ``max_idle=``, ``on_idle=``, ``close_orphans=``: see
-        :class:`guarddb.connections.Connection`.
-        """
-        return connections.Connection(*args, **kwargs)
-
-    connect = Connect
-    Connection = connections.Connection
-
-    def install_as_MySQLdb() -> None:
-        """Make ``import MySQLdb`` (and ``MySQLdb.connections`` / ``.cursors``) give guarddb.
-
-        ``MySQLdb.constants``, ``.converters``, ``.times`` and ``._exceptions``
-        stay mysqlclient's own modules.  Call it before the code that imports
-        MySQLdb (Django settings, a conftest, a sitecustomize).
-        """
-        _install_as_mysqldb(sys.modules[__name__])
-
-    class _NamedMySQLdb(types.ModuleType):
-        """A guarddb face as ``import MySQLdb`` gives it once installed.
-
-        Every attribute is the face's own (read through, so the two never
-        differ), but the module is named ``MySQLdb``: code that finds a driver's
-        exceptions by its module's name (SQLAlchemy: ``MySQLdb._exceptions``
-        under ``MySQLdb``) finds them, and ``MySQLdb.OperationalError`` is
-        still ``guarddb.OperationalError``.  Submodules not installed are
-        mysqlclient's own (its package path).
-        """
-
-        _face: types.ModuleType
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._face, name)
-
-        def __dir__(self) -> list[str]:
-            return dir(self._face)
-
-    def _install_as_mysqldb(face: types.ModuleType) -> None:
-        """``import MySQLdb`` gives ``face`` (guarddb, or guarddb.mutex), named MySQLdb."""
-        named = _NamedMySQLdb("MySQLdb", face.__doc__)
-        named._face = face
-        named.__file__ = face.__file__
-        named.__path__ = list(_MySQLdb.__path__)
-        named.__spec__ = importlib.machinery.ModuleSpec(
-            "MySQLdb", None, origin=face.__file__, is_package=True
-        )
-        named.__spec__.submodule_search_locations = named.__path__
-        sys.modules["MySQLdb"] = named
-        sys.modules["MySQLdb.connections"] = connections
-        sys.modules["MySQLdb.cursors"] = cursors
-
-    # Submodules stay mysqlclient's own, under guarddb's name too: frameworks do
-    # `__import__(dbapi.__name__ + ".constants.CLIENT")` (SQLAlchemy's mysqldb dialect).
-    _SHARED_SUBMODULES = (
-        "_exceptions",
-        "_mysql",
-        "constants",
-        "constants.CLIENT",
-        "constants.CR",
-        "constants.ER",
-        "constants.FIELD_TYPE",
-        "constants.FLAG",
-        "converters",
-        "release",
-        "times",
-    )
-    for _sub in _SHARED_SUBMODULES:
-        sys.modules.setdefault(f"{__name__}.{_sub}", importlib.import_module(f"MySQLdb.{_sub}"))
-    del _sub
-    _exceptions = _MySQLdb._exceptions
-    _mysql = _MySQLdb._mysql
-    release = _MySQLdb.release
-
-
-def __getattr__(name: str) -> Any:
-    # Anything else MySQLdb has (present or future) is found here too.
-    if _MISSING_MYSQLCLIENT is None:
-        return getattr(_MySQLdb, name)
-    if name in _MYSQLDB_NAMES:
-        raise ImportError(
-            f"guarddb.{name} is part of guarddb's MySQLdb surface, which needs mysqlclient "
-            f"({_MISSING_MYSQLCLIENT}): pip install 'guarddb[mysqlclient]'. For PyMySQL, "
-            f"use guarddb.pymysql (pip install 'guarddb[pymysql]')."
-        ) from _MISSING_MYSQLCLIENT
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "BINARY",
@@ -245,9 +157,118 @@ __all__ = [
     "version_info",
 ]
 
-#: The names that need mysqlclient (without it they raise ImportError, saying so).
-_MYSQLDB_NAMES = frozenset(
-    {"_exceptions", "_mysql", "release", *(name for name in __all__ if name not in globals())}
+
+#: mysqlclient's submodules that are guarddb's too, under its name (``guarddb.constants``).
+_SHARED_SUBMODULES = frozenset(
+    {
+        "_exceptions",
+        "_mysql",
+        "constants",
+        "constants.CLIENT",
+        "constants.CR",
+        "constants.ER",
+        "constants.FIELD_TYPE",
+        "constants.FLAG",
+        "converters",
+        "release",
+        "times",
+    }
 )
-if _MISSING_MYSQLCLIENT is not None:
+
+#: The names of guarddb's MySQLdb surface, which need mysqlclient (guarddb._face).
+_MYSQLDB_NAMES = frozenset(
+    {"_exceptions", "_install_as_mysqldb", "_mysql", "release"}
+    | {name for name in __all__ if name not in globals()}
+)
+try:
+    _have_mysqlclient = importlib.util.find_spec("MySQLdb") is not None  # imports nothing
+except ImportError:  # a finder that says so
+    _have_mysqlclient = False
+except ValueError:  # a module in sys.modules without a spec
+    _have_mysqlclient = True
+if not _have_mysqlclient:  # `from guarddb import *` gives the rest
     __all__ = [name for name in __all__ if name not in _MYSQLDB_NAMES]
+
+_face: types.ModuleType | None = None
+_missing_mysqlclient: ImportError | None = None
+
+
+def _load_face() -> types.ModuleType | None:
+    """Import guarddb._face (and mysqlclient) once: the module, or None without mysqlclient.
+
+    Its names become this package's attributes.  mysqlclient is an extra
+    (guarddb[mysqlclient]): without it (or with a build of it that does not
+    import), guarddb.pymysql and the driver-neutral names still work.
+    """
+    global _face, _missing_mysqlclient
+    if _face is None and _missing_mysqlclient is None:
+        try:
+            importlib.import_module("MySQLdb._mysql")
+        except ImportError as exc:
+            _missing_mysqlclient = exc
+            return None
+        face = importlib.import_module("._face", __name__)
+        globals().update({name: getattr(face, name) for name in face.__all__})
+        _face = face
+    return _face
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):  # probes (copy, inspect, pickle) load nothing
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    face = _load_face()
+    if face is not None:
+        # Anything else MySQLdb has (present or future) is found here too.
+        return getattr(face, name)
+    if name in _MYSQLDB_NAMES:
+        raise ImportError(
+            f"guarddb.{name} is part of guarddb's MySQLdb surface, which needs mysqlclient "
+            f"({_missing_mysqlclient}): pip install 'guarddb[mysqlclient]'. For PyMySQL, "
+            f"use guarddb.pymysql (pip install 'guarddb[pymysql]')."
+        ) from _missing_mysqlclient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _SharedSubmoduleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import guarddb.constants`` (and the other shared submodules) before first use.
+
+    They are mysqlclient's own modules (guarddb._face registers them under
+    guarddb's name once loaded): this finder, last on ``sys.meta_path``, loads
+    the face for an import that comes first, and hands over mysqlclient's module.
+    """
+
+    PREFIX = f"{__name__}."
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if (
+            not fullname.startswith(self.PREFIX)
+            or fullname[len(self.PREFIX) :] not in _SHARED_SUBMODULES
+        ):
+            return None
+        # Nothing is loaded here: a module that appeared in sys.modules under this
+        # name while finding it would be imported again, from its own spec.
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        if _load_face() is None:
+            raise ModuleNotFoundError(
+                f"No module named {spec.name!r}: guarddb's MySQLdb surface needs mysqlclient "
+                f"({_missing_mysqlclient}): pip install 'guarddb[mysqlclient]'",
+                name=spec.name,
+            )
+        module = sys.modules[spec.name]  # mysqlclient's own, registered by guarddb._face
+        # The import system now sets the module's __spec__ to this one: exec_module
+        # puts its own back.
+        spec.loader_state = module.__spec__
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        spec = module.__spec__
+        if spec is not None and spec.loader is self and spec.loader_state is not None:
+            module.__spec__ = spec.loader_state
+
+
+if not any(isinstance(finder, _SharedSubmoduleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_SharedSubmoduleFinder())

@@ -54,6 +54,10 @@ def celery_prefork(ctx: Context) -> None:
     rec = ctx.rec
     if not ctx.broker_url:
         raise ValueError("celery_prefork needs a broker: run it through process.run()")
+    if ctx.driver == "guarddb":
+        # Celery rebuilds a task's exception from its module only if that module is
+        # imported here already (else a look-alike class, not a GuardError).
+        import guarddb.errors  # noqa: F401
     backend = result_backend_for(ctx.broker_url)
     run_id = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
     table = f"guarddb_demo_celery_{run_id}"
