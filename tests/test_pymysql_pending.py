@@ -65,7 +65,10 @@ def test_other_thread_is_refused_while_rows_are_unread(pymysql_connect):
         in_thread(lambda: select_one(conn))
     with pytest.raises(guarddb.pymysql.ConcurrentUseError):
         in_thread(ss.fetchone)  # the rows are this thread's
+    with pytest.raises(guarddb.pymysql.ConcurrentUseError):
+        in_thread(lambda: next(ss))  # iteration too
     assert ss.fetchone() == {"seq": 1}
+    assert next(ss) == {"seq": 2}
     ss.close()
     assert in_thread(lambda: select_one(conn)) == ((1,),)
 
@@ -140,12 +143,13 @@ def test_each_result_of_a_multi_statement_holds_the_connection(pymysql_connect):
     assert select_one(conn) == ((1,),)
 
 
-def test_an_error_in_the_rows_frees_the_connection(pymysql_connect):
+@pytest.mark.parametrize("read", [lambda ss: ss.fetchall(), list], ids=["fetchall", "iteration"])
+def test_an_error_in_the_rows_frees_the_connection(pymysql_connect, read):
     conn = pymysql_connect()
     ss = conn.cursor(SSCursor)
     ss.execute("SET STATEMENT max_statement_time=0.01 FOR SELECT seq, SLEEP(0.05) FROM seq_1_to_9")
     with pytest.raises(pymysql.err.OperationalError) as info:
-        ss.fetchall()
+        read(ss)
     assert not isinstance(info.value, guarddb.pymysql.GuardError)
     assert select_one(conn) == ((1,),)
 
@@ -168,3 +172,16 @@ def test_the_pending_error_is_a_programming_error(pymysql_connect):
     with pytest.raises(pymysql.err.ProgrammingError):
         conn.cursor().execute("SELECT 1")
     assert issubclass(PendingResultError, guarddb.pymysql.GuardError)
+
+
+def test_iteration_ends_as_pymysql_s_with_the_warning_count(pymysql_connect, plain_pymysql_connect):
+    seen = []
+    for conn, cursor_class in (
+        (plain_pymysql_connect(), pymysql.cursors.SSCursor),
+        (pymysql_connect(), SSCursor),
+    ):
+        ss = conn.cursor(cursor_class)
+        ss.execute("SELECT seq, seq / 0 FROM seq_1_to_3")
+        seen.append((list(ss), ss.rownumber, ss.warning_count, list(ss)))
+        assert select_one(conn) == ((1,),)
+    assert seen[0] == seen[1] == ([(1, None), (2, None), (3, None)], 3, 3, [])
