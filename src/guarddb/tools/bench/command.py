@@ -34,6 +34,7 @@ from .workloads import (
     drop_tables,
     mysqlclient_side,
     pymysql_side,
+    rounds_of,
     target,
 )
 
@@ -81,7 +82,9 @@ def _every_mode(
         per_mode: dict[str, Any] = {}
         for workload in WORKLOADS:
             section = f"{prefix}{mode}: {workload.title}"
-            measured = compare(plain, side, workload, sizes, tables, rounds, progress, section)
+            measured = compare(
+                plain, side, workload, sizes, tables, rounds_of(workload, rounds), progress, section
+            )
             limit = target(mode, workload.key, driver)
             measured["target"] = limit
             # None where there is no target: neither met nor missed.
@@ -159,7 +162,7 @@ def run_control(
             workload,
             sizes,
             tables,
-            rounds,
+            rounds_of(workload, rounds),
             progress,
             f"control, plain/plain: {workload.title}",
         )
@@ -286,13 +289,10 @@ def measure(
         len(WORKLOADS) * reference_rounds for e in plan.values() if e["available"]
     )
     cooperative_steps = rounds if cooperative_plan()["available"] else 0
-    pymysql_steps = len(MODES) * len(WORKLOADS) * rounds if installed("pymysql") else 0
+    per_mode = sum(rounds_of(w, rounds) for w in WORKLOADS)
+    pymysql_steps = len(MODES) * per_mode if installed("pymysql") else 0
     progress = Progress(
-        (len(MODES) + 1) * len(WORKLOADS) * rounds
-        + rounds
-        + pymysql_steps
-        + cooperative_steps
-        + reference_steps
+        (len(MODES) + 1) * per_mode + rounds + pymysql_steps + cooperative_steps + reference_steps
     )
     progress.show("creating the bench tables")
     tables = create_tables(connect_args, sizes)
@@ -307,6 +307,7 @@ def measure(
                     "title": describe_workload(w, sizes),
                     "unit": w.unit,
                     "ops_per_sample": w.ops(sizes),
+                    "rounds": rounds_of(w, rounds),
                 }
                 for w in WORKLOADS
             },

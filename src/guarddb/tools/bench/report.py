@@ -59,14 +59,32 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         print(line(row), file=out)
 
 
+#: Each workload's short name (the chart's), for the report's sentences.
+_SHORT = {w.key: w.short for w in WORKLOADS}
+
+
+def rounds_phrase(report: dict[str, Any]) -> str:
+    """``15 interleaved rounds (45 for the round trip, ...)``: the rounds of each workload."""
+    asked = report["rounds"]
+    more: dict[int, list[str]] = {}
+    for key, workload in report["workloads"].items():
+        rounds = workload.get("rounds", asked)
+        if rounds != asked:
+            more.setdefault(rounds, []).append(_SHORT.get(key, key))
+    extra = "; ".join(
+        f"{rounds} for {' and '.join(names)}"
+        for rounds, names in sorted(more.items(), reverse=True)
+    )
+    return f"{asked} interleaved rounds" + (f" ({extra})" if extra else "")
+
+
 def print_report(report: dict[str, Any], out: TextIO) -> None:
     """The tables: guarddb per mode, mutex under contention, the reference drivers."""
     sizes = Sizes(**report["sizes"])
     env = report["environment"]
     print(
         f"guarddb {env['guarddb']} vs plain mysqlclient {env['mysqlclient']}: median ratio "
-        f"guarded/plain of {report['rounds']} interleaved rounds (IQR: the middle half of "
-        f"the rounds)",
+        f"guarded/plain of {rounds_phrase(report)} (IQR: the middle half of the rounds)",
         file=out,
     )
     print(
@@ -319,7 +337,7 @@ def plot(report: dict[str, Any], path: str) -> None:
     fig.suptitle(
         f"guarddb {env['guarddb']} vs plain mysqlclient {env['mysqlclient']}: "
         f"{env['server']}, {env['transport']}, Python {env['python']}, {env['cpus']} CPUs, "
-        f"median of {report['rounds']} interleaved rounds{' (--quick)' if report['quick'] else ''}"
+        f"median of {rounds_phrase(report)}{' (--quick)' if report['quick'] else ''}"
         f"\n{env['pinning']}"
     )
     times = FuncFormatter(lambda value, _pos: f"{value:g}x")
