@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -31,6 +32,22 @@ def _find(*names: str) -> str | None:
         if found:
             return found
     return None
+
+
+def _ending_with_this_thread(command: list[str]) -> list[str]:
+    """``command``, run so that it gets SIGTERM when the thread that starts it ends.
+
+    A session killed outright (a CI time limit, SIGKILL) runs no clean-up: its
+    server would run on, holding its memory, until the machine stops.  util-linux's
+    ``setpriv --pdeathsig`` sets the parent-death signal and execs the command;
+    the kernel sends it when the thread that forked ends, so only the main
+    thread (which ends with the process) gets it.  Without setpriv, the command
+    as it is.
+    """
+    setpriv = _find("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return command
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
 class PrivateServer:
@@ -75,7 +92,10 @@ class PrivateServer:
         if os.geteuid() == 0:
             command.append("--user=root")
         self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            _ending_with_this_thread(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self._wait_until_ready(timeout)
         return self
