@@ -189,7 +189,9 @@ except ValueError:  # a module in sys.modules without a spec
 if not _have_mysqlclient:  # `from guarddb import *` gives the rest
     __all__ = [name for name in __all__ if name not in _MYSQLDB_NAMES]
 
-_face: types.ModuleType | None = None
+# Not named _face: importing guarddb._face sets that attribute of the package
+# itself, loaded here or not (a direct import would then skip the copy below).
+_loaded_face: types.ModuleType | None = None
 _missing_mysqlclient: ImportError | None = None
 
 
@@ -200,8 +202,8 @@ def _load_face() -> types.ModuleType | None:
     (guarddb[mysqlclient]): without it (or with a build of it that does not
     import), guarddb.pymysql and the driver-neutral names still work.
     """
-    global _face, _missing_mysqlclient
-    if _face is None and _missing_mysqlclient is None:
+    global _loaded_face, _missing_mysqlclient
+    if _loaded_face is None and _missing_mysqlclient is None:
         try:
             importlib.import_module("MySQLdb._mysql")
         except ImportError as exc:
@@ -209,8 +211,8 @@ def _load_face() -> types.ModuleType | None:
             return None
         face = importlib.import_module("._face", __name__)
         globals().update({name: getattr(face, name) for name in face.__all__})
-        _face = face
-    return _face
+        _loaded_face = face
+    return _loaded_face
 
 
 def __getattr__(name: str) -> Any:
