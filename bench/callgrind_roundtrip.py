@@ -18,8 +18,9 @@ differ between Python builds, which is why budgets compare guarded with plain
 measured in the same run, never absolute figures.
 
 Cases: ``plain`` (MySQLdb), ``exclusive``, ``strict``, ``mutex``, ``off``
-(guarddb, each mode), ``pymysql`` (plain PyMySQL) and ``pymysql-exclusive``
-(guarddb.pymysql) when PyMySQL and guarddb.pymysql are importable,
+(guarddb, each mode), ``pymysql`` (plain PyMySQL), ``pymysql-exclusive`` and
+``pymysql-mutex`` (guarddb.pymysql; ``pymysql-<mode>`` takes any mode), compared
+with plain PyMySQL, when PyMySQL and guarddb.pymysql are importable,
 ``gevent-exclusive`` (guarddb after ``gevent.monkey.patch_all()``) when gevent is.
 
 ``--budget`` checks the differences against :data:`BUDGETS` and exits 1 if one
@@ -51,11 +52,15 @@ BUDGETS = {
     "strict": 500,
     "mutex": 2500,
     "off": 0,
-    "pymysql-exclusive": 1500,
+    "pymysql-exclusive": 500,
+    "pymysql-mutex": 500,
 }
 
-#: The plain case each guarded case is compared with.
-BASELINE = {"pymysql-exclusive": "pymysql"}
+
+def baseline(case: str) -> str:
+    """The plain case a guarded case is compared with: PyMySQL's for guarddb.pymysql's."""
+    return "pymysql" if case.startswith("pymysql-") else "plain"
+
 
 CHILD = r"""
 import gc, json, sys
@@ -94,7 +99,7 @@ for _ in range(n):
 def _cases() -> list[str]:
     cases = ["plain", "exclusive", "strict", "mutex", "off"]
     if importlib.util.find_spec("pymysql") and importlib.util.find_spec("guarddb.pymysql"):
-        cases += ["pymysql", "pymysql-exclusive"]
+        cases += ["pymysql", "pymysql-exclusive", "pymysql-mutex"]
     if importlib.util.find_spec("gevent"):
         cases += ["gevent-exclusive"]
     return cases
@@ -181,9 +186,9 @@ def measure(connect_args: dict[str, Any], cases: list[str], jobs: int) -> dict[s
 def differences(per_trip: dict[str, float]) -> dict[str, float]:
     """Guarded minus its plain baseline, per case."""
     return {
-        case: value - per_trip[BASELINE.get(case, "plain")]
+        case: value - per_trip[baseline(case)]
         for case, value in per_trip.items()
-        if case not in ("plain", "pymysql") and BASELINE.get(case, "plain") in per_trip
+        if case not in ("plain", "pymysql") and baseline(case) in per_trip
     }
 
 

@@ -333,6 +333,42 @@ def test_a_subclass_of_a_guarded_dict_cursor_gives_its_dicts(pymysql_connect, mo
     assert cursor.description[0][0] == "n"
 
 
+def _statement_results(conn, cursorclass):
+    """What each statement leaves on the cursor, read by the thread that ran it."""
+    cursor = conn.cursor(cursorclass)
+    cursor.execute("CREATE TEMPORARY TABLE seen (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+    seen = []
+    for sql, args in (
+        ("SELECT seq AS n, 'x' AS s FROM seq_1_to_3", None),
+        ("INSERT INTO seen (v) VALUES (%s), (%s)", (7, 8)),
+        ("UPDATE seen SET v = v + 1 WHERE v > %s", (0,)),
+        ("SELECT seq / 0 AS q FROM seq_1_to_2", None),  # a warning per row
+        ("SELECT 1 AS one", None),
+    ):
+        returned = cursor.execute(sql, args)
+        before = (returned, cursor.rowcount, cursor.lastrowid, cursor.description)
+        first = cursor.fetchone()
+        rest = list(cursor.fetchall())
+        after = (cursor.rownumber, cursor.warning_count, cursor.rowcount)
+        seen.append((before, first, rest, after))
+    cursor.close()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["exclusive", "strict", "mutex", "off"])
+@pytest.mark.parametrize(
+    "cursorclass",
+    [pymysql.cursors.Cursor, pymysql.cursors.SSCursor, pymysql.cursors.DictCursor],
+)
+def test_a_statement_leaves_what_pymysql_s_leaves(
+    pymysql_connect, plain_pymysql_connect, mode, cursorclass
+):
+    # execute() runs PyMySQL's _query() written out: over the cursor's attributes,
+    # or in mutex mode over its per-thread slots; DictCursor calls its own steps.
+    guarded = _statement_results(pymysql_connect(guard=mode), cursorclass)
+    assert guarded == _statement_results(plain_pymysql_connect(), cursorclass)
+
+
 def test_cursorclass_keyword_takes_a_pymysql_class(pymysql_connect):
     conn = pymysql_connect(cursorclass=pymysql.cursors.DictCursor)
     cursor = conn.cursor()
