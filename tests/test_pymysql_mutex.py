@@ -70,6 +70,47 @@ def test_a_shared_cursor_gives_every_thread_its_own_results(pymysql_connect, cur
     assert conn.guard_stats()["waits"] > 0  # they really did share it
 
 
+def test_threads_iterating_a_shared_sscursor_each_get_their_own_rows(pymysql_connect):
+    # Unread rows hold the connection: each thread's execute waits until the
+    # last thread's rows are read out, then iterates its own.
+    conn = pymysql_connect(guard="mutex")
+    cursor = conn.cursor(pymysql.cursors.SSCursor)
+    wrong, errors = [], []
+    barrier = threading.Barrier(8)
+
+    def work(number):
+        barrier.wait()
+        for i in range(100):
+            try:
+                cursor.execute("SELECT %s, seq / %s FROM seq_1_to_3", (number, i % 2))
+                rows = [(n, None if q is None else int(q)) for n, q in cursor]
+                expected = [(number, None if i % 2 == 0 else seq) for seq in (1, 2, 3)]
+                warnings = 3 if i % 2 == 0 else 0  # division by zero: a warning per row
+                if rows != expected or (cursor.rownumber, cursor.warning_count) != (3, warnings):
+                    wrong.append((number, i, rows, cursor.rownumber, cursor.warning_count))
+            except Exception as exc:
+                errors.append(exc)
+
+    run_threads(work, 8)
+    assert not wrong[:5] and not errors[:5]
+    assert conn.guard_stats()["waits"] > 0  # they really did share it
+
+
+def test_iterating_after_another_thread_s_statement_reads_the_own_result(pymysql_connect):
+    conn = pymysql_connect(guard="mutex")
+    cursor = conn.cursor(pymysql.cursors.SSCursor)
+    cursor.execute("SELECT seq FROM seq_1_to_3")
+    assert list(cursor) == [(1,), (2,), (3,)]
+
+    def other():
+        cursor.execute("SELECT seq FROM seq_1_to_5")
+        return list(cursor), cursor.rownumber
+
+    assert in_thread(other) == ([(1,), (2,), (3,), (4,), (5,)], 5)
+    # This thread's result comes back (read out): its end, its row count.
+    assert list(cursor) == [] and cursor.rownumber == 3
+
+
 def test_each_thread_keeps_its_lastrowid(pymysql_connect):
     conn = pymysql_connect(guard="mutex", autocommit=True)
     setup = conn.cursor()
