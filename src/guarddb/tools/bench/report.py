@@ -115,18 +115,7 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
             ]
         )
         for mode in MODES:
-            stats = report["modes"][mode][workload.key]
-            rows.append(
-                [
-                    "",
-                    mode if mode != "mutex" else "mutex (uncontended)",
-                    _per_op(workload, stats["base_per_op"]),
-                    _ratio(stats["median"]),
-                    _spread(stats),
-                    _target(stats),
-                    _verdict(stats),
-                ]
-            )
+            rows.append(_mode_row("", mode, workload, report["modes"][mode][workload.key]))
     _table(rows, out)
 
     c = report["contention"]
@@ -236,19 +225,22 @@ def _pymysql_table(entry: dict[str, Any] | None, sizes: Sizes, out: TextIO) -> N
     rows = [["workload", "mode", "plain PyMySQL", "guarded/plain", "IQR", "target", ""]]
     for workload in WORKLOADS:
         for number, mode in enumerate(MODES):
-            stats = entry["modes"][mode][workload.key]
-            rows.append(
-                [
-                    describe_workload(workload, sizes) if number == 0 else "",
-                    mode if mode != "mutex" else "mutex (uncontended)",
-                    _per_op(workload, stats["base_per_op"]),
-                    _ratio(stats["median"]),
-                    _spread(stats),
-                    _target(stats),
-                    _verdict(stats),
-                ]
-            )
+            first = describe_workload(workload, sizes) if number == 0 else ""
+            rows.append(_mode_row(first, mode, workload, entry["modes"][mode][workload.key]))
     _table(rows, out)
+
+
+def _mode_row(first: str, mode: str, workload: Workload, stats: dict[str, Any]) -> list[str]:
+    """A guarded mode's row of a workload: plain's time per op, the ratio, its spread, target."""
+    return [
+        first,
+        mode if mode != "mutex" else "mutex (uncontended)",
+        _per_op(workload, stats["base_per_op"]),
+        _ratio(stats["median"]),
+        _spread(stats),
+        _target(stats),
+        _verdict(stats),
+    ]
 
 
 def _target(stats: dict[str, Any]) -> str:
