@@ -173,7 +173,8 @@ class GuardedCursorMixIn:
                 query = self._mogrify(query, args)
             if self._guard_direct:
                 # _query() below, inline (a frame less: 143.3k -> see the README's
-                # cost table; plain PyMySQL 141.8k).  Change both together.
+                # cost table; plain PyMySQL 141.8k).  Change it together with the
+                # per-thread branch below and the two _query() methods.
                 self.rownumber = 0
                 self._result = None
                 self.rowcount = 0
@@ -197,8 +198,9 @@ class GuardedCursorMixIn:
                 self._rows = result.rows
             elif self._guard_direct_slots:
                 # mutex mode: PerThreadResultsMixIn._query() inline, the same as
-                # above over the per-thread slots (a frame less: 142.8k -> 142.1k
-                # instructions).  Change the three together.
+                # above over the per-thread slots (a frame less: 142.8k -> 141.7k
+                # instructions; plain PyMySQL 141.8k).  Change it together with
+                # the branch above and the two _query() methods.
                 self._pt_rownumber = 0
                 self._result = None
                 self._pt_rowcount = 0
@@ -794,7 +796,8 @@ class PerThreadResultsMixIn:
         self._rows = result.rows
 
     def _query(self, q: Any) -> Any:
-        # GuardedCursorMixIn._query, over the slots.
+        # GuardedCursorMixIn._query, over the slots (execute() has both written out:
+        # change the four together).
         conn = self.connection
         if not conn:
             raise ProgrammingError("Cursor closed")
