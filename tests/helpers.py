@@ -102,6 +102,35 @@ def run_threads(target: Callable[[int], Any], count: int, timeout: float = 120.0
     assert not any(thread.is_alive() for thread in threads), "a thread hung"
 
 
+def share_among_threads(
+    conn: Any, check: Callable[[int, int], Any], times: int, count: int = 8
+) -> None:
+    """Run ``check(number, i)`` ``times`` over in ``count`` threads released at once.
+
+    ``check`` uses what ``conn`` is shared through and returns what it saw wrong
+    (None if nothing).  Fails on anything wrong or raised, and unless the threads
+    really waited for each other on ``conn`` (mutex mode's wait count).
+    """
+    wrong: list[Any] = []
+    errors: list[Exception] = []
+    barrier = threading.Barrier(count)
+
+    def work(number: int) -> None:
+        barrier.wait()
+        for i in range(times):
+            try:
+                seen = check(number, i)
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                if seen is not None:
+                    wrong.append(seen)
+
+    run_threads(work, count)
+    assert not wrong[:5] and not errors[:5]
+    assert conn.guard_stats()["waits"] > 0  # they really did share it
+
+
 def in_forked_child(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
     """Run ``fn`` in an os.fork() child; return what it returned (JSON), or raise on death/hang.
 

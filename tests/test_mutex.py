@@ -22,6 +22,7 @@ from .helpers import (
     in_thread,
     run_python,
     run_threads,
+    share_among_threads,
     wait_until,
 )
 
@@ -56,26 +57,18 @@ def select(conn, value, cursor=None):
 def test_shared_cursor_gives_every_thread_its_own_results(connect):
     conn = connect(guard="mutex")
     cursor = conn.cursor()
-    wrong, errors = [], []
-    barrier = threading.Barrier(8)
 
-    def work(number):
-        barrier.wait()
-        for i in range(300):
-            try:
-                cursor.execute("SELECT %s, %s FROM seq_1_to_2", (number, i))
-                description = cursor.description
-                rows = cursor.fetchall()
-                if rows != ((number, i), (number, i)) or cursor.rowcount != 2:
-                    wrong.append((number, i, rows, cursor.rowcount))
-                if cursor.rownumber != 2 or description[0][0] != str(number):
-                    wrong.append((number, i, cursor.rownumber, description))
-            except Exception as exc:
-                errors.append(exc)
+    def check(number, i):
+        cursor.execute("SELECT %s, %s FROM seq_1_to_2", (number, i))
+        description = cursor.description
+        rows = cursor.fetchall()
+        if rows != ((number, i), (number, i)) or cursor.rowcount != 2:
+            return (number, i, rows, cursor.rowcount)
+        if cursor.rownumber != 2 or description[0][0] != str(number):
+            return (number, i, cursor.rownumber, description)
+        return None
 
-    run_threads(work, 8)
-    assert not wrong[:5] and not errors[:5]
-    assert conn.guard_stats()["waits"] > 0  # they really did share it
+    share_among_threads(conn, check, times=300)
 
 
 def test_each_thread_keeps_its_lastrowid(connect):

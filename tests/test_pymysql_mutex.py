@@ -11,7 +11,15 @@ import guarddb.pymysql
 from guarddb.pymysql import ForkedConnectionError, GuardError, LockTimeoutError, PendingResultError
 from guarddb.tools.server import PrivateServer
 
-from .helpers import Blocked, ChildError, in_forked_child, in_thread, run_threads, wait_until
+from .helpers import (
+    Blocked,
+    ChildError,
+    in_forked_child,
+    in_thread,
+    run_threads,
+    share_among_threads,
+    wait_until,
+)
 
 DISCONNECT_CODES = {2006, 2013, 2014, 2045, 2055, 1927, 4031}
 
@@ -46,28 +54,20 @@ def test_a_shared_cursor_gives_every_thread_its_own_results(pymysql_connect, cur
     conn = pymysql_connect(guard="mutex", cursorclass=cursorclass)
     cursor = conn.cursor()
     dicts = cursorclass is pymysql.cursors.DictCursor
-    wrong, errors = [], []
-    barrier = threading.Barrier(8)
 
-    def work(number):
-        barrier.wait()
-        for i in range(200):
-            try:
-                cursor.execute("SELECT %s AS n, %s AS i FROM seq_1_to_2", (number, i))
-                description = cursor.description
-                first = cursor.fetchone()
-                rest = cursor.fetchall()
-                expected = {"n": number, "i": i} if dicts else (number, i)
-                if first != expected or list(rest) != [expected] or cursor.rowcount != 2:
-                    wrong.append((number, i, first, rest, cursor.rowcount))
-                if cursor.rownumber != 2 or description[0][0] != "n":
-                    wrong.append((number, i, cursor.rownumber, description))
-            except Exception as exc:
-                errors.append(exc)
+    def check(number, i):
+        cursor.execute("SELECT %s AS n, %s AS i FROM seq_1_to_2", (number, i))
+        description = cursor.description
+        first = cursor.fetchone()
+        rest = cursor.fetchall()
+        expected = {"n": number, "i": i} if dicts else (number, i)
+        if first != expected or list(rest) != [expected] or cursor.rowcount != 2:
+            return (number, i, first, rest, cursor.rowcount)
+        if cursor.rownumber != 2 or description[0][0] != "n":
+            return (number, i, cursor.rownumber, description)
+        return None
 
-    run_threads(work, 8)
-    assert not wrong[:5] and not errors[:5]
-    assert conn.guard_stats()["waits"] > 0  # they really did share it
+    share_among_threads(conn, check, times=200)
 
 
 def test_threads_iterating_a_shared_sscursor_each_get_their_own_rows(pymysql_connect):
@@ -75,25 +75,17 @@ def test_threads_iterating_a_shared_sscursor_each_get_their_own_rows(pymysql_con
     # last thread's rows are read out, then iterates its own.
     conn = pymysql_connect(guard="mutex")
     cursor = conn.cursor(pymysql.cursors.SSCursor)
-    wrong, errors = [], []
-    barrier = threading.Barrier(8)
 
-    def work(number):
-        barrier.wait()
-        for i in range(100):
-            try:
-                cursor.execute("SELECT %s, seq / %s FROM seq_1_to_3", (number, i % 2))
-                rows = [(n, None if q is None else int(q)) for n, q in cursor]
-                expected = [(number, None if i % 2 == 0 else seq) for seq in (1, 2, 3)]
-                warnings = 3 if i % 2 == 0 else 0  # division by zero: a warning per row
-                if rows != expected or (cursor.rownumber, cursor.warning_count) != (3, warnings):
-                    wrong.append((number, i, rows, cursor.rownumber, cursor.warning_count))
-            except Exception as exc:
-                errors.append(exc)
+    def check(number, i):
+        cursor.execute("SELECT %s, seq / %s FROM seq_1_to_3", (number, i % 2))
+        rows = [(n, None if q is None else int(q)) for n, q in cursor]
+        expected = [(number, None if i % 2 == 0 else seq) for seq in (1, 2, 3)]
+        warnings = 3 if i % 2 == 0 else 0  # division by zero: a warning per row
+        if rows != expected or (cursor.rownumber, cursor.warning_count) != (3, warnings):
+            return (number, i, rows, cursor.rownumber, cursor.warning_count)
+        return None
 
-    run_threads(work, 8)
-    assert not wrong[:5] and not errors[:5]
-    assert conn.guard_stats()["waits"] > 0  # they really did share it
+    share_among_threads(conn, check, times=100)
 
 
 def test_iterating_after_another_thread_s_statement_reads_the_own_result(pymysql_connect):
